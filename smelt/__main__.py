@@ -1,0 +1,3 @@
+from smelt.cli import main
+
+raise SystemExit(main())
