@@ -20,7 +20,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,7 +60,8 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: torch.optim.Optimizer | None,
-                    state: dict[str, Any], keep_last: int = 0) -> Path:
+                    state: dict[str, Any], keep_last: int = 0,
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
     """Write checkpoints/step-N atomically, point `latest` at it, prune to the newest `keep_last`."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,8 @@ def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: tor
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    if write_extra is not None:  # stage-specific files (adapters, value heads) land inside the atomic rename
+        write_extra(tmp)
     if os.environ.get("SMELT_TEST_CRASH_IN_CHECKPOINT") == str(step):
         os.kill(os.getpid(), 9)  # test hook: die with a half-written checkpoint on disk
     if final.exists():

@@ -1,0 +1,182 @@
+"""`smelt pretrain [config.toml] [--section.key value ...]`: train a transformer on token shards."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smelt.config import ConfigError, describe, from_dict, load_toml, parse_overrides
+from smelt.distributed import DistInfo, init_distributed
+from smelt.model import build_model, resolve_preset
+from smelt.objectives import CausalLM, split_batch
+from smelt.train.config import RunConfig
+from smelt.train.loop import Trainer, resolve_device
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    base: RunConfig | None = None, validate: bool = True) -> RunConfig:
+    """Defaults ← TOML ← `--section.key value` overrides; then the model preset fills the fields the user did
+    not set explicitly; then validation (errors name the field, and the file when it came from one)."""
+    raw: dict[str, Any] = {}
+    cfg = base or RunConfig()
+    try:
+        if path is not None:
+            raw = load_toml(path)
+            cfg = from_dict(RunConfig, raw, base=cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    ov = parse_overrides(overrides or [])
+    cfg = from_dict(RunConfig, ov, base=cfg)
+    explicit = {**raw.get("model", {}), **ov.get("model", {})}
+    cfg.model = resolve_preset(cfg.model, explicit)
+    if validate:
+        cfg.validate()
+    return cfg
+
+
+class SyntheticTokens:
+    """Uniformly random (B, T+1) token windows for benchmarks; batch i is a pure function of (seed, i), so the
+    state is just the index."""
+
+    def __init__(self, vocab_size: int, batch_size: int, seq_len: int, seed: int = 0, rank: int = 0):
+        self.vocab_size, self.batch_size, self.seq_len = vocab_size, batch_size, seq_len
+        self.seed, self.rank, self.index = seed, rank, 0
+
+    def next_batch(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + self.index)
+        self.index += 1
+        return torch.randint(0, self.vocab_size, (self.batch_size, self.seq_len + 1), generator=g)
+
+    def state_dict(self) -> dict:
+        return {"index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.index = int(state["index"])
+
+
+def shard_meta(shards: str | Path) -> dict[str, Any]:
+    meta = Path(shards) / "meta.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta}: not found; data.shards must be a folder written by `smelt tokenize`")
+    return json.loads(meta.read_text())
+
+
+def tokenizer_dir_for(cfg: RunConfig) -> Path | None:
+    if cfg.data.tokenizer:
+        return Path(cfg.data.tokenizer)
+    if cfg.data.shards:
+        tok = shard_meta(cfg.data.shards).get("tokenizer", {})
+        path = tok.get("path") if isinstance(tok, dict) else tok
+        return Path(path) if path else None
+    return None
+
+
+def make_val_evaluator(cfg: RunConfig, device: torch.device, dist_info: DistInfo):
+    """Validation loss and bits per byte on the same `eval_batches` windows every time (a fresh loader)."""
+    from smelt.shards import TokenLoader
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        loader = TokenLoader(cfg.data.shards, split="val", batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                             seed=0, rank=dist_info.rank, world_size=dist_info.world_size)
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        objective = CausalLM()
+        with torch.no_grad():
+            for _ in range(max(1, cfg.train.eval_batches)):
+                batch = loader.next_batch().to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                                    and cfg.train.precision in ("auto", "bf16")):
+                    loss, _ = objective.loss(model, batch)
+                total += float(loss)
+                count += objective.count(batch)
+        model.train(was_training)
+        val_loss = total / max(count, 1)
+        out = {"val_loss": val_loss}
+        if getattr(loader, "bytes", 0) and getattr(loader, "tokens", 0):
+            # bits per byte = nats / (ln 2 · bytes): vocabulary-independent, comparable across tokenizers.
+            out["val_bpb"] = val_loss / math.log(2) * loader.tokens / loader.bytes
+        return out
+
+    try:
+        shard_meta(cfg.data.shards)["splits"]["val"]
+    except (KeyError, TypeError):
+        return None
+    return evaluate
+
+
+def run_pretrain(cfg: RunConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Python API: train per `cfg` and return the final metrics (also in out_dir/metrics.jsonl)."""
+    dist_info = init_distributed(cfg.train.device)
+    device = dist_info.device if dist_info.world_size > 1 else resolve_device(cfg.train.device)
+    tok_dir = None if cfg.data.synthetic else tokenizer_dir_for(cfg)
+    if cfg.data.synthetic:
+        data = SyntheticTokens(cfg.model.vocab_size, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed,
+                               dist_info.rank)
+        evaluate = None
+    else:
+        from smelt.shards import TokenLoader
+        data = TokenLoader(cfg.data.shards, split="train", batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                           seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+                           packing=cfg.data.packing)
+        evaluate = make_val_evaluator(cfg, device, dist_info)
+    if model is None:
+        if cfg.train.init_from:
+            from smelt.train.checkpoint import load_pretrained
+            model, _ = load_pretrained(cfg.train.init_from, device=device)
+            cfg.model = model.cfg
+        else:
+            model = build_model(cfg.model, device=device, seed=cfg.train.seed)
+    model.train()
+    if dist_info.is_main and tok_dir is not None and (tok_dir / "tokenizer.json").exists():
+        dest = Path(cfg.train.out_dir) / "tokenizer"
+        if dest.resolve() != tok_dir.resolve():
+            shutil.copytree(tok_dir, dest, dirs_exist_ok=True)
+    trainer = Trainer(cfg, model, CausalLM(), data, evaluate=evaluate, dist_info=dist_info,
+                      tokens_per_batch=lambda b: split_batch(b)[0].numel(), stage="pretrain")
+    return trainer.fit()
+
+
+def apply_tokenizer_vocab(cfg: RunConfig, explicit_vocab: bool) -> RunConfig:
+    """Unless model.vocab_size was set explicitly, take it from the shards' tokenizer."""
+    if explicit_vocab or cfg.data.synthetic or not cfg.data.shards:
+        return cfg
+    vocab = shard_meta(cfg.data.shards).get("vocab_size")
+    if vocab is None and (tok := tokenizer_dir_for(cfg)) is not None and (tok / "tokenizer.json").exists():
+        from smelt.tokenizer import Tokenizer
+        vocab = Tokenizer.load(tok).vocab_size
+    if vocab:
+        cfg.model.vocab_size = int(vocab)
+    return cfg
+
+
+def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`[config.toml] [--key value ...]` → (config path or None, overrides)."""
+    if argv and not argv[0].startswith("--"):
+        return argv[0], argv[1:]
+    return None, argv
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        print("\nTrain a decoder-only transformer. Put settings in a TOML file with [model], [data], [optim], "
+              "[train]\nsections and/or override any field on the command line. Fields:\n")
+        print("\n".join(describe(RunConfig)))
+        return 0
+    config_path, rest = split_config_arg(argv)
+    cfg = load_run_config(config_path, rest)
+    raw_model = {**(load_toml(config_path).get("model", {}) if config_path else {}),
+                 **parse_overrides(rest).get("model", {})}
+    cfg = apply_tokenizer_vocab(cfg, "vocab_size" in raw_model)
+    cfg.validate()
+    result = run_pretrain(cfg)
+    summary = {k: result[k] for k in ("step", "loss", "val_loss", "val_bpb", "stop_reason") if k in result}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
