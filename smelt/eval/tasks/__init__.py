@@ -12,6 +12,8 @@ BPB_ALIASES = {"wikitext2": "wikitext2_valid", "tinyshakespeare": "tinyshakespea
 
 
 def _factories() -> dict[str, Callable[[], Task]]:
+    from smelt.eval.tasks import generative as g
+    from smelt.eval.tasks.code import HumanEval
     from smelt.eval.tasks import multiple_choice as mc
     from smelt.eval.tasks.lm import BitsPerByte
     f: dict[str, Callable[[], Task]] = {n: (lambda n=n: mc.FoundryMC(n)) for n in _FOUNDRY_MC}
@@ -20,6 +22,10 @@ def _factories() -> dict[str, Callable[[], Task]]:
         "winogrande": mc.Winogrande,
         "lambada": mc.Lambada,
         "mmlu": mc.MMLU,
+        "gsm8k": lambda: g.GSM8K("gsm8k", cot_shots=True),
+        "gsm8k_zeroshot_cot": lambda: g.GSM8K("gsm8k_zeroshot_cot", cot_shots=False),
+        "math": g.MATH,
+        "humaneval": HumanEval,
     })
     f.update({f"bpb:{alias}": (lambda d=d, a=alias: BitsPerByte(f"bpb:{a}", d)) for alias, d in BPB_ALIASES.items()})
     return f

@@ -23,7 +23,8 @@ class Doc:
     contexts: list[str]
     choices: list[str] = field(default_factory=list)
     gold: int = 0
-    answer: str = ""  # reference answer (generative) or worked solution used in few-shot examples
+    answer: str = ""  # worked solution shown in few-shot examples (generative tasks)
+    target: str = ""  # the reference final answer a generation is scored against
     group: str = ""  # sub-task (MMLU subject, MATH category) for per-group scores
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +66,7 @@ class Task:
     target_delimiter: str = " "  # between a context and its continuation
     fewshot_delimiter: str = "\n\n"  # between few-shot examples
     max_shots: int | None = None  # cap from the data (MMLU's dev split has 5 rows per subject)
+    sample_pool: bool = False  # draw shots from a separate split with the seeded RNG instead of in order
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         raise NotImplementedError
@@ -89,16 +91,20 @@ class Task:
 def select_shots(task: Task, docs: list[Doc], i: int, k: int, seed: int) -> list[Doc]:
     """k few-shot examples for docs[i], a pure function of (seed, task, i).
 
-    A separate split (MMLU dev, GSM8K train) is used in its published order, as the original papers do. Otherwise
+    A separate split is used in its published order (MMLU dev, as the paper does) or sampled with the seeded RNG
+    (GSM8K train, as lm-eval does). Otherwise
     examples come from the evaluated docs themselves, drawn with a per-item RNG, excluding the item and any exact
     duplicate of it, so no item is ever shown its own answer."""
     if k <= 0:
         return []
     doc = docs[i]
     pool = task.fewshot_pool(doc)
-    if pool is not None:
-        return [d for d in pool if d.contexts != doc.contexts][:k]
     rng = random.Random(f"{seed}:{task.name}:{i}")
+    if pool is not None:
+        if task.sample_pool:
+            order = rng.sample(range(len(pool)), min(len(pool), k + 8))
+            return [pool[j] for j in order if pool[j].contexts != doc.contexts][:k]
+        return [d for d in pool if d.contexts != doc.contexts][:k]
     # Rejection sampling over indices: O(k) per item where building the candidate list would be O(len(docs)).
     order = rng.sample(range(len(docs)), min(len(docs), k + 8))
     picked = [j for j in order if j != i and docs[j].contexts != doc.contexts][:k]
