@@ -151,6 +151,22 @@ class Evaluator:
             res["acc_stderr"] = math.sqrt(sum((p["acc_stderr"] or 0.0) ** 2 for p in per.values())) / len(per)
         return res
 
+    def _window_prefix(self, text: str, windows: int) -> str:
+        """Enough of a long text to fill `windows` sliding windows, so a quick `--limit` run does not tokenise a
+        whole corpus. Grows the prefix until it has spare tokens beyond the last window (the cut end of a
+        prefix may tokenise differently, so it must lie past everything scored)."""
+        sc = self.scorer
+        stride = self.gen_kwargs.get("stride") or sc.max_len // 2
+        need = sc.max_len + windows * stride + 16
+        chars = need * 8
+        while chars < len(text):
+            if len(sc.tok.encode(text[:chars])) > need:
+                # cut at a whitespace so the scored tokens match those of the full text
+                cut = text.rfind(" ", 0, chars)
+                return text[:cut] if cut > 0 else text[:chars]
+            chars *= 2
+        return text
+
     def _bpb(self, task: Task, limit: int | None) -> dict[str, Any]:
         sc = self.scorer
         docs = task.docs(limit)
@@ -159,6 +175,8 @@ class Evaluator:
         bar = _bar(len(docs), task.name, self.progress)
         for doc in docs:
             text = doc.contexts[0]
+            if single and limit:
+                text = self._window_prefix(text, limit)
             ids = sc.prefix() + sc.tok.encode(text)
             d_nats, d_tok = sc.rolling_nll(ids, stride=self.gen_kwargs.get("stride"),
                                           max_windows=limit if single else None)
