@@ -89,16 +89,19 @@ class Evaluator:
                     "prompt_format": task.prompt_format()})
         return res
 
-    def _docs(self, task: Task, limit: int | None) -> tuple[list[Doc], list[Doc]]:
+    def _docs(self, task: Task, limit: int | None, shots: int = 1) -> tuple[list[Doc], list[Doc]]:
         """(evaluated docs, few-shot pool). Shots come from the whole file so `--limit` does not change them."""
         if getattr(task, "limit_per_group", False) or task.name.startswith("mmlu"):
             docs = task.docs(limit)
             return docs, docs
+        if not shots:  # zero-shot needs no pool: read only what is evaluated
+            docs = task.docs(limit)
+            return (docs[:limit] if limit else docs), docs
         all_docs = task.docs()
         return all_docs[:limit] if limit else all_docs, all_docs
 
     def _loglikelihood_task(self, task: Task, k: int, limit: int | None) -> dict[str, Any]:
-        docs, pool = self._docs(task, limit)
+        docs, pool = self._docs(task, limit, k)
         if not docs:
             raise TaskError(f"{task.name}: no items to evaluate")
         if self.chat and docs[0].partial:

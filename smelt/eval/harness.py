@@ -150,37 +150,42 @@ class Scorer:
                     ) -> list[tuple[int, LLResult]]:
         lengths = [len(ctx) + sum(len(k) - 1 for _, k in conts) for ctx, conts in batch]
         B, L = len(batch), max(lengths)
-        ids = torch.zeros(B, L, dtype=torch.long)
+        flat_ids = torch.zeros(B, L, dtype=torch.long)
         pos = torch.zeros(B, L, dtype=torch.long)
-        mask = torch.zeros(B, L, L, dtype=torch.bool)
+        # Segment of each position: 0 = the shared context, s >= 1 = choice s, -1 = padding.
+        seg = torch.full((B, L), -1, dtype=torch.long)
         # (row, hidden positions predicting each continuation token, request index, continuation ids)
         wanted: list[tuple[int, list[int], int, tuple[int, ...]]] = []
         for r, (ctx, conts) in enumerate(batch):
             C = len(ctx)
-            ids[r, :C] = torch.tensor(ctx)
-            pos[r, :C] = torch.arange(C)
-            mask[r, :C, :C] = torch.ones(C, C, dtype=torch.bool).tril()
+            row_ids, row_pos, row_seg = list(ctx), list(range(C)), [0] * C
             at = C
-            for i, cont in conts:
-                seg = len(cont) - 1
-                if seg:
-                    ids[r, at:at + seg] = torch.tensor(cont[:-1])
-                    pos[r, at:at + seg] = torch.arange(C, C + seg)
-                    mask[r, at:at + seg, :C] = True
-                    mask[r, at:at + seg, at:at + seg] = torch.ones(seg, seg, dtype=torch.bool).tril()
-                wanted.append((r, [C - 1] + list(range(at, at + seg)), i, cont))
-                at += seg
-            # Padding attends to itself only, so its softmax stays finite; its outputs are never read.
-            for p in range(lengths[r], L):
-                mask[r, p, p] = True
-        hidden = tree_forward(self.model, ids.to(self.device), pos.to(self.device), mask.to(self.device))
+            for s, (i, cont) in enumerate(conts, 1):
+                n = len(cont) - 1
+                row_ids += cont[:-1]
+                row_pos += range(C, C + n)
+                row_seg += [s] * n
+                wanted.append((r, [C - 1] + list(range(at, at + n)), i, cont))
+                at += n
+            flat_ids[r, :at] = torch.tensor(row_ids)
+            pos[r, :at] = torch.tensor(row_pos)
+            seg[r, :at] = torch.tensor(row_seg)
+        # A query sees earlier keys of its own segment and the whole (earlier) context. Padding forms its own
+        # segment, so its softmax stays finite; its outputs are never read.
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        mask = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0))
+        hidden = tree_forward(self.model, flat_ids.to(self.device), pos.to(self.device), mask.to(self.device))
         rows = torch.tensor([r for r, p, _, _ in wanted for _ in p], device=self.device)
         cols = torch.tensor([q for _, p, _, _ in wanted for q in p], device=self.device)
+        targets = torch.tensor([t for _, _, _, cont in wanted for t in cont], device=self.device)
         logp = F.log_softmax(self.model.logits(hidden[rows, cols]).float(), dim=-1)
+        tok_lp = logp.gather(-1, targets[:, None])[:, 0].tolist()
+        hit = (logp.argmax(-1) == targets).tolist()
         res, at = [], 0
         for _, p, i, cont in wanted:
-            res.append((i, _score(logp[at:at + len(p)], cont)))
-            at += len(p)
+            n = len(p)
+            res.append((i, LLResult(sum(tok_lp[at:at + n]), all(hit[at:at + n]), n)))
+            at += n
         return res
 
     # ---- perplexity / bits per byte ------------------------------------------------------------------------------

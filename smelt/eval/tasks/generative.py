@@ -66,7 +66,7 @@ class GenerativeTask(Task):
         raise NotImplementedError
 
     def run(self, ev: "Evaluator", k: int, limit: int | None) -> dict[str, Any]:
-        docs, pool = ev._docs(self, limit)
+        docs, pool = ev._docs(self, limit, k)
         if not docs:
             raise TaskError(f"{self.name}: no items to evaluate")
         index = {id(d): j for j, d in enumerate(pool)}

@@ -22,6 +22,21 @@ def data_file(dataset: str) -> Path:
     return datasets.resolve(dataset)
 
 
+_DOC_CACHE: dict[tuple, list[Doc]] = {}
+
+
+def cached_docs(task: Task, path: Path, limit: int | None, parse) -> list[Doc]:
+    """Parsed docs, kept per (task type, file, size, mtime, limit): repeated runs in one process (the Python API,
+    benchmarks, tests) parse a 10k-item file once. A changed file has a new key, so nothing goes stale."""
+    st = Path(path).stat()
+    key = (type(task).__name__, str(Path(path).resolve()), st.st_size, st.st_mtime_ns, limit)
+    if key not in _DOC_CACHE:
+        if len(_DOC_CACHE) > 64:
+            _DOC_CACHE.clear()
+        _DOC_CACHE[key] = parse()
+    return list(_DOC_CACHE[key])
+
+
 class FoundryMC(Task):
     """llm-foundry `{"query", "choices", "gold"}` files: score `query + " " + choice` for each choice."""
 
@@ -31,6 +46,9 @@ class FoundryMC(Task):
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         path = data_file(self.dataset)
+        return cached_docs(self, path, limit, lambda: self._parse(path, limit))
+
+    def _parse(self, path: Path, limit: int | None) -> list[Doc]:
         out = []
         for lineno, row in read_jsonl(path, ("query", "choices", "gold"), limit):
             ch, gold = row["choices"], row["gold"]
@@ -52,6 +70,9 @@ class Winogrande(Task):
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         path = data_file(self.dataset)
+        return cached_docs(self, path, limit, lambda: self._parse(path, limit))
+
+    def _parse(self, path: Path, limit: int | None) -> list[Doc]:
         out = []
         for lineno, row in read_jsonl(path, ("context_options", "continuation", "gold"), limit):
             opts, gold = row["context_options"], row["gold"]
@@ -95,21 +116,25 @@ class HellaSwag(Task):
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         path = data_file(self.dataset)
-        with bz2.open(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        if len(lines) % 6:
-            raise TaskError(f"{path}: {len(lines)} lines is not a multiple of 6 (ctx, label, 4 endings per item)")
-        out = []
-        for start in range(0, len(lines), 6):
-            label = lines[start + 1].strip()
-            if label not in ("0", "1", "2", "3"):
-                raise TaskError(f"{path}:{start + 2}: malformed row (gold label {label!r} is not 0-3)")
-            ctx = _hellaswag_clean(lines[start])
-            out.append(Doc([ctx], [_hellaswag_clean(e) for e in lines[start + 2:start + 6]], int(label)))
-            if limit is not None and len(out) >= limit:
-                break
+        return cached_docs(self, path, limit, lambda: self._parse(path, limit))
+
+    def _parse(self, path: Path, limit: int | None) -> list[Doc]:
+        out: list[Doc] = []
+        item: list[str] = []
+        with bz2.open(path, "rt", encoding="utf-8") as f:  # streamed: a --limit run stops early
+            for lineno, line in enumerate(f, 1):
+                item.append(line.rstrip("\n"))
+                if len(item) < 6:
+                    continue
+                label = item[1].strip()
+                if label not in ("0", "1", "2", "3"):
+                    raise TaskError(f"{path}:{lineno - 4}: malformed row (gold label {label!r} is not 0-3)")
+                out.append(Doc([_hellaswag_clean(item[0])], [_hellaswag_clean(e) for e in item[2:]], int(label)))
+                item = []
+                if limit is not None and len(out) >= limit:
+                    return out
+        if any(x.strip() for x in item):
+            raise TaskError(f"{path}: ends with an incomplete item ({len(item)} of 6 lines)")
         return out
 
     def prompt_format(self) -> dict:
@@ -124,31 +149,36 @@ def _mmlu_subject_name(subject: str) -> str:
     return subject.replace("_", " ")
 
 
-@lru_cache(maxsize=4)
-def _mmlu_split(root: str, split: str) -> dict[str, list[Doc]]:
+def _mmlu_subjects(root: str, split: str) -> list[str]:
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset 'mmlu': missing folder {folder} (expected {split}/<subject>_{split}.csv)")
-    out: dict[str, list[Doc]] = {}
-    for path in sorted(folder.glob(f"*_{split}.csv")):
-        subject = path.name[: -len(f"_{split}.csv")]
-        docs = []
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header != ["question", "choice0", "choice1", "choice2", "choice3", "answer"]:
-                raise TaskError(f"{path}:1: unexpected header {header}")
-            for row in reader:
-                line = reader.line_num
-                if len(row) != 6 or row[5].strip() not in ("0", "1", "2", "3"):
-                    raise TaskError(f"{path}:{line}: malformed row (need 6 fields and answer 0-3, got {row[:1]}...)")
-                q, choices = row[0].strip(), [c.strip() for c in row[1:5]]
-                body = q + "".join(f"\n{_LETTERS[j]}. {c}" for j, c in enumerate(choices)) + "\nAnswer:"
-                docs.append(Doc([body], list(_LETTERS), int(row[5]), group=subject))
-        out[subject] = docs
-    if not out:
+    subjects = sorted(p.name[: -len(f"_{split}.csv")] for p in folder.glob(f"*_{split}.csv"))
+    if not subjects:
         raise FileNotFoundError(f"dataset 'mmlu': no *_{split}.csv files in {folder}")
-    return out
+    return subjects
+
+
+@lru_cache(maxsize=256)
+def _mmlu_subject(root: str, split: str, subject: str) -> tuple[Doc, ...]:
+    """One subject's rows (read on demand: a one-subject run does not parse all 57 files)."""
+    path = Path(root) / split / f"{subject}_{split}.csv"
+    if not path.exists():
+        return ()
+    docs = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["question", "choice0", "choice1", "choice2", "choice3", "answer"]:
+            raise TaskError(f"{path}:1: unexpected header {header}")
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 6 or row[5].strip() not in ("0", "1", "2", "3"):
+                raise TaskError(f"{path}:{line}: malformed row (need 6 fields and answer 0-3, got {row[:1]}...)")
+            q, choices = row[0].strip(), [c.strip() for c in row[1:5]]
+            body = q + "".join(f"\n{_LETTERS[j]}. {c}" for j, c in enumerate(choices)) + "\nAnswer:"
+            docs.append(Doc([body], list(_LETTERS), int(row[5]), group=subject))
+    return tuple(docs)
 
 
 class MMLU(Task):
@@ -165,15 +195,16 @@ class MMLU(Task):
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         """Items of every subject; `limit` applies per subject so a quick run still covers all of them."""
-        test = _mmlu_split(self._root(), "test")
-        subjects = self.subjects or sorted(test)
-        unknown = [s for s in subjects if s not in test]
+        root = self._root()
+        known = _mmlu_subjects(root, "test")
+        subjects = self.subjects or known
+        unknown = [s for s in subjects if s not in known]
         if unknown:
-            raise TaskError(f"mmlu: unknown subject(s) {unknown}; known: {sorted(test)}")
-        return [d for s in subjects for d in test[s][:limit]]
+            raise TaskError(f"mmlu: unknown subject(s) {unknown}; known: {known}")
+        return [d for s in subjects for d in _mmlu_subject(root, "test", s)[:limit]]
 
     def fewshot_pool(self, doc: Doc) -> list[Doc]:
-        return _mmlu_split(self._root(), "dev").get(doc.group, [])
+        return list(_mmlu_subject(self._root(), "dev", doc.group))
 
     def description(self, doc: Doc) -> str:
         return f"The following are multiple choice questions (with answers) about {_mmlu_subject_name(doc.group)}."
