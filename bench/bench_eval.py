@@ -2,12 +2,12 @@
 
     python bench/bench_eval.py [--model RUN_DIR] [--tasks arc_easy,hellaswag,...] [--limit 200] [--device cpu]
 
-Three ways through the same items (zero-shot, identical prompts):
+Three ways through the same items (each task's default shots: MMLU 5 from the dev split, the rest 0):
   smelt            smelt.eval.evaluate: shared-context tree scorer
   lm-eval (HF)     lm-eval's own HFLM on the same weights converted to a transformers Llama (its standard path)
   lm-eval (smelt)  lm-eval driving smelt's adapter (plain one-row-per-request scoring)
-Each smelt task's items are written to a temporary jsonl with the fully rendered prompt, and a local lm-eval task
-definition reads it, so the prompts are byte-identical. Prints per-task accuracy for all three (they should agree)
+Each smelt task's items are written to a temporary jsonl with the fully rendered prompt (few-shot prefix
+included), and a local lm-eval task definition scores it zero-shot, so the prompts are byte-identical. Prints per-task accuracy for all three (they should agree)
 and the items/s ratio. Without `--model`, a random-init `debug`-preset model with a tokenizer trained on the first
 200 kB of Tiny Shakespeare is used: speed does not depend on the weights, and agreement is still checked.
 """
@@ -76,23 +76,29 @@ def to_hf_llama(model, tok):
     return hf.to(next(model.parameters()).device).eval(), fast
 
 
-def write_lm_eval_tasks(names: list[str], limit: int, folder: Path) -> list[str]:
-    """Render each smelt task's first `limit` items (zero-shot) into jsonl + a local lm-eval task yaml."""
+def write_lm_eval_tasks(names: list[str], limit: int, folder: Path, seed: int) -> list[str]:
+    """Render each smelt task's items, with smelt's own few-shot prefix (each task's default shots), into a jsonl
+    and a local lm-eval task yaml that lm-eval scores zero-shot: the prompts are byte-identical."""
+    from smelt.eval.evaluator import Evaluator
+    from smelt.eval.tasks import select_shots
+    ev = Evaluator(scorer=None, seed=seed, progress=False)  # type: ignore[arg-type]  # only its prompt rendering
     out = []
     for name in names:
         task = get_task(name)
-        docs = task.docs(limit) if name.startswith("mmlu") else task.docs()[:limit]
+        docs, pool = ev._docs(task, limit, task.default_shots)
+        index = {id(d): j for j, d in enumerate(pool)}
         rows = []
-        for d in docs:
-            prefix = (task.description(d) + task.fewshot_delimiter) if task.description(d) else ""
+        for i, d in enumerate(docs):
+            shots = select_shots(task, pool, index.get(id(d), i), task.default_shots, seed)
+            prefix = ev._prefix(task, d, shots)
             if d.partial:
                 rows.append({"context_options": [prefix + c for c in d.contexts], "continuation": d.choices[0],
                              "gold": d.gold})
             else:
                 rows.append({"query": prefix + d.contexts[0], "choices": d.choices, "gold": d.gold})
-        data = folder / f"{name.replace(':', '_')}.jsonl"
+        data = folder / f"{name.replace(':', '_').replace('+', '_')}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tname = f"bench_{name.replace(':', '_').replace('+', '_')}"
+        tname = f"bench_{data.stem}"
         if docs[0].partial:
             body = ('doc_to_text: "{{gold}}"\ndoc_to_choice: "{{context_options}}"\n'
                     'doc_to_target: "{{continuation}}"\nmetric_list:\n  - metric: acc\n')
@@ -106,20 +112,21 @@ def write_lm_eval_tasks(names: list[str], limit: int, folder: Path) -> list[str]
     return out
 
 
-def run_lm_eval(lm, tnames: list[str], folder: Path, limit: int) -> dict:
+def run_lm_eval(lm, tnames: list[str], folder: Path) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     tm = TaskManager(include_path=str(folder), include_defaults=False)
-    res = simple_evaluate(model=lm, tasks=tnames, num_fewshot=0, limit=limit, task_manager=tm,
-                          log_samples=False, bootstrap_iters=0)
+    res = simple_evaluate(model=lm, tasks=tnames, num_fewshot=0, task_manager=tm, log_samples=False,
+                          bootstrap_iters=0)
     return res["results"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="run folder or checkpoint (default: random debug model)")
-    ap.add_argument("--tasks", default="arc_easy,hellaswag,winogrande,mmlu:high_school_biology")
-    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--tasks", default="arc_easy,hellaswag,winogrande,mmlu:high_school_biology+astronomy")
+    ap.add_argument("--limit", type=int, default=100, help="items per task (per subject for MMLU)")
+    ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-hf", action="store_true", help="skip lm-eval's HF backend")
@@ -136,58 +143,56 @@ def main() -> int:
 
     # Warm-up (first-call costs: thread pools, allocator, file cache) before anything is timed.
     evaluate(model, tok, names[0], shots=0, limit=2, batch_size=args.batch_size, progress=False)
+    systems = ["smelt", "hf", "adapter"] if not args.skip_hf else ["smelt", "adapter"]
+    # best[(system, task)] = [wall, cpu]: interleaved repeats, best of each. On a shared machine the load changes
+    # during the run; CPU time of this process (all threads) is steadier than wall time when other jobs compete.
+    best: dict[tuple[str, str], list[float]] = {}
+    acc: dict[tuple[str, str], float] = {}
+    n_items: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ.setdefault("HF_DATASETS_CACHE", str(folder / "hf-cache"))
-        tnames = write_lm_eval_tasks(names, args.limit, folder)
+        tnames = dict(zip(names, write_lm_eval_tasks(names, args.limit, folder, args.seed)))
         from smelt.eval.lm_eval_adapter import SmeltLM
-        adapter = SmeltLM(model=model, tokenizer=tok, batch_size=args.batch_size)
-        hflm = None
+        lms = {"adapter": SmeltLM(model=model, tokenizer=tok, batch_size=args.batch_size)}
         if not args.skip_hf:
             from lm_eval.models.huggingface import HFLM
             hf_model, hf_tok = to_hf_llama(model, tok)
-            hflm = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=args.batch_size, device=args.device,
-                        add_bos_token=True, dtype=torch.float32)
-        # Interleaved repeats, best time of each: on a shared machine the load changes during the run. CPU time
-        # of this process (all threads) is kept too: it is steadier than wall time when other jobs compete.
-        best: dict[str, list[float]] = {"smelt": [math.inf, math.inf], "hf": [math.inf, math.inf],
-                                        "adapter": [math.inf, math.inf]}
-
-        def timed(key, fn):
-            w0, c0 = time.perf_counter(), time.process_time()
-            out = fn()
-            best[key][0] = min(best[key][0], time.perf_counter() - w0)
-            best[key][1] = min(best[key][1], time.process_time() - c0)
-            return out
-
-        res_hf = None
+            lms["hf"] = HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=args.batch_size, device=args.device,
+                             add_bos_token=True, dtype=torch.float32)
         for _ in range(args.repeats):
-            ours = timed("smelt", lambda: evaluate(model, tok, names, shots=0, limit=args.limit,
-                                                   batch_size=args.batch_size, progress=False))
-            if hflm is not None:
-                res_hf = timed("hf", lambda: run_lm_eval(hflm, tnames, folder, args.limit))
-            res_adapter = timed("adapter", lambda: run_lm_eval(adapter, tnames, folder, args.limit))
-    n_items = sum(r["n"] for r in ours["results"].values())
+            for name in names:
+                for system in systems:
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    if system == "smelt":
+                        r = evaluate(model, tok, name, limit=args.limit, batch_size=args.batch_size,
+                                     seed=args.seed, progress=False)["results"][name]
+                        n_items[name] = r["n"]
+                        acc[(system, name)] = r.get("acc_micro", r["acc"])  # lm-eval: micro average
+                    else:
+                        acc[(system, name)] = run_lm_eval(lms[system], [tnames[name]], folder)[tnames[name]]["acc,none"]
+                    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                    old = best.get((system, name), [math.inf, math.inf])
+                    best[(system, name)] = [min(old[0], wall), min(old[1], cpu)]
 
-    print(f"\n{'task':<32}{'n':>6}{'smelt acc':>11}{'lm-eval HF':>12}{'lm-eval adapter':>17}")
+    label = {"smelt": "smelt", "hf": "lm-eval HF", "adapter": "lm-eval adapter"}
+    print(f"\nbest of {args.repeats} interleaved runs; items/s by wall time (by this process's CPU time)\n")
+    print(f"{'task':<34}{'n':>5}" + "".join(f"{label[s] + ' acc':>22}" for s in systems)
+          + "".join(f"{label[s] + ' items/s':>26}" for s in systems))
     agree = True
-    for name, tname in zip(names, tnames):
-        r = ours["results"][name]
-        acc = r.get("acc_micro", r["acc"])  # lm-eval's single task = micro average
-        hf = res_hf[tname]["acc,none"] if res_hf else float("nan")
-        ad = res_adapter[tname]["acc,none"]
-        agree &= abs(acc - ad) < 1e-6 and (res_hf is None or abs(acc - hf) < 1e-6)
-        print(f"{name:<32}{r['n']:>6}{acc:>11.4f}{hf:>12.4f}{ad:>17.4f}")
-    print(f"\nitems: {n_items}   (best of {args.repeats}; wall = elapsed, cpu = this process's CPU time)")
-    rows = [("smelt eval", "smelt"), ("lm-eval (HF backend)", "hf"), ("lm-eval (smelt adapter)", "adapter")]
-    for label, key in rows:
-        wall, cpu = best[key]
-        if math.isfinite(wall):
-            print(f"{label:<25}{n_items / wall:8.1f} items/s wall ({wall:.1f}s)  {n_items / cpu:8.1f} items/s cpu "
-                  f"({cpu:.1f}s)")
-    base = "hf" if math.isfinite(best["hf"][0]) else "adapter"
-    print(f"ratio smelt / lm-eval ({base}): {best[base][0] / best['smelt'][0]:.2f}x wall, "
-          f"{best[base][1] / best['smelt'][1]:.2f}x cpu   scores {'identical' if agree else 'DIFFER'}")
+    for name in names:
+        cells = [f"{acc[(s, name)]:>22.4f}" for s in systems]
+        speeds = [f"{n_items[name] / best[(s, name)][0]:>15.1f} ({n_items[name] / best[(s, name)][1]:6.1f})"
+                  for s in systems]
+        agree &= all(abs(acc[(s, name)] - acc[("smelt", name)]) < 1e-6 for s in systems)
+        print(f"{name:<34}{n_items[name]:>5}" + "".join(cells) + "".join(f"{x:>26}" for x in speeds))
+    total = sum(n_items.values())
+    tot = {s: [sum(best[(s, n)][k] for n in names) for k in (0, 1)] for s in systems}
+    print(f"\n{'all tasks':<34}{total:>5}" + " " * 22 * len(systems)
+          + "".join(f"{f'{total / tot[s][0]:.1f} ({total / tot[s][1]:.1f})':>26}" for s in systems))
+    base = "hf" if "hf" in systems else "adapter"
+    print(f"\nratio smelt / {label[base]}: {tot[base][0] / tot['smelt'][0]:.2f}x wall, "
+          f"{tot[base][1] / tot['smelt'][1]:.2f}x cpu   scores {'identical' if agree else 'DIFFER'}")
     return 0 if agree else 1
 
 

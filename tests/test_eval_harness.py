@@ -99,3 +99,23 @@ def test_rolling_nll_matches_single_pass_and_counts_every_token():
         loss = F.cross_entropy(model(torch.tensor([short[:-1]]))[0], torch.tensor(short[1:]), reduction="sum")
     assert abs(nats - loss.item()) < 1e-3 and n == 39
     assert bits_per_byte(math.log(2) * 10, 10) == pytest.approx(1.0)
+
+
+def test_shared_prefix_across_items_matches_brute_force():
+    """Items behind the same long prompt prefix (fixed few-shot examples) share one prefix pass."""
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size, max_seq_len=256)
+    sc = Scorer(model, tok, batch_size=4)
+    docs = corpus(40, seed=3)
+    shots = "\n\n".join(docs[:4]) + "\n\n"
+    reqs = []
+    for i in range(4, 14):  # ten items, 2-4 choices each, all behind the same shots
+        for j in range(2 + i % 3):
+            reqs.append(sc.encode_pair(shots + docs[i], " " + docs[20 + j].split()[0]))
+    reqs.append(sc.encode_pair(docs[30], " cat"))  # one item without the prefix
+    assert len(reqs[0][0]) > 64
+    batches = sc._batches([(tuple(c), [(0, tuple(k))]) for c, k in reqs])
+    assert any(len(b) > 1 for b in batches)
+    tree = sc.loglikelihood(reqs)
+    for (ctx, cont), a in zip(reqs, tree):
+        assert abs(a.logprob - brute_force(model, ctx, cont)) < 1e-5

@@ -6,6 +6,8 @@ Speed comes from three habits (the same ones lm-evaluation-harness uses, plus co
   context tokens once, then each choice's tokens, with an attention mask that lets a choice see the context and
   itself but not its siblings, and RoPE positions that restart after the context for every choice. One forward
   pass then yields every choice's log-likelihood; the result is the same as separate passes (to float rounding).
+- **Shared prefixes across items.** Items whose prompts start with the same tokens (MMLU's header and five fixed
+  dev-split shots) are batched together; the common prefix runs once and its keys/values serve every row.
 - **Length sorting.** Rows are sorted longest first so a batch holds rows of similar length (little padding), and
   the first batch is the largest, so an out-of-memory error shows up at once rather than at the end.
 - **Cached tokenisation.** Few-shot prefixes repeat across items; `encode` memoises every string it has seen.
@@ -23,6 +25,9 @@ import torch
 import torch.nn.functional as F
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
+# Rows whose contexts share at least this many leading tokens are batched together and the shared part is run
+# once (few-shot prompts with fixed shots, such as MMLU's dev examples behind the subject header).
+PREFIX_KEY = 32
 
 
 @dataclass
@@ -135,20 +140,47 @@ class Scorer:
         for i, (c, k) in enumerate(requests):
             ctx, cont = self._truncate(c, k)
             groups.setdefault(ctx, []).append((i, cont))
-        rows = list(groups.items())
-        rows.sort(key=lambda g: -(len(g[0]) + sum(len(k) - 1 for _, k in g[1])))
         out: list[LLResult | None] = [None] * len(requests)
-        for b in range(0, len(rows), self.batch_size):
-            batch = rows[b:b + self.batch_size]
+        for batch in self._batches(list(groups.items())):
             for i, res in self._tree_batch(batch):
                 out[i] = res
             if progress:
                 progress(sum(len(g[1]) for g in batch))
         return out  # type: ignore[return-value]
 
+    def _batches(self, rows: list[tuple[tuple[int, ...], list]]) -> list[list]:
+        """Rows that start with the same PREFIX_KEY tokens (MMLU items of one subject behind the same header and
+        shots) are batched together so the shared prefix can be run once; the rest are sorted by length."""
+        def size(g: tuple) -> int:
+            return len(g[0]) + sum(len(k) - 1 for _, k in g[1])
+        clusters: dict[tuple[int, ...], list] = {}
+        for g in rows:
+            if len(g[0]) > PREFIX_KEY:
+                clusters.setdefault(g[0][:PREFIX_KEY], []).append(g)
+        shared = {key: c for key, c in clusters.items() if len(c) > 1}
+        loose = [g for g in rows if not (len(g[0]) > PREFIX_KEY and g[0][:PREFIX_KEY] in shared)]
+        batches = []
+        for members in [*shared.values(), loose]:
+            members.sort(key=lambda g: -size(g))
+            batches += [members[b:b + self.batch_size] for b in range(0, len(members), self.batch_size)]
+        batches.sort(key=lambda b: -size(b[0]))  # largest first: an out-of-memory error shows up at once
+        return batches
+
     def _tree_batch(self, batch: list[tuple[tuple[int, ...], list[tuple[int, tuple[int, ...]]]]]
                     ) -> list[tuple[int, LLResult]]:
-        lengths = [len(ctx) + sum(len(k) - 1 for _, k in conts) for ctx, conts in batch]
+        # Tokens every context of the batch starts with are run once (B=1) and their keys/values shared. At
+        # least one context token stays in each row: its hidden state predicts the first continuation token.
+        P = _common_prefix([ctx for ctx, _ in batch]) if len(batch) > 1 else 0
+        P = min(P, min(len(ctx) for ctx, _ in batch) - 1)
+        prefix_kv = None
+        if P >= PREFIX_KEY:
+            pre = torch.tensor([batch[0][0][:P]], device=self.device)
+            ar = torch.arange(P, device=self.device)[None]
+            causal_p = torch.ones(1, P, P, dtype=torch.bool, device=self.device).tril()
+            _, prefix_kv = tree_forward(self.model, pre, ar, causal_p, collect_kv=True)
+        else:
+            P = 0
+        lengths = [len(ctx) - P + sum(len(k) - 1 for _, k in conts) for ctx, conts in batch]
         B, L = len(batch), max(lengths)
         flat_ids = torch.zeros(B, L, dtype=torch.long)
         pos = torch.zeros(B, L, dtype=torch.long)
@@ -158,14 +190,14 @@ class Scorer:
         wanted: list[tuple[int, list[int], int, tuple[int, ...]]] = []
         for r, (ctx, conts) in enumerate(batch):
             C = len(ctx)
-            row_ids, row_pos, row_seg = list(ctx), list(range(C)), [0] * C
-            at = C
+            row_ids, row_pos, row_seg = list(ctx[P:]), list(range(P, C)), [0] * (C - P)
+            at = C - P
             for s, (i, cont) in enumerate(conts, 1):
                 n = len(cont) - 1
                 row_ids += cont[:-1]
                 row_pos += range(C, C + n)
                 row_seg += [s] * n
-                wanted.append((r, [C - 1] + list(range(at, at + n)), i, cont))
+                wanted.append((r, [C - P - 1] + list(range(at, at + n)), i, cont))
                 at += n
             flat_ids[r, :at] = torch.tensor(row_ids)
             pos[r, :at] = torch.tensor(row_pos)
@@ -174,7 +206,10 @@ class Scorer:
         # segment, so its softmax stays finite; its outputs are never read.
         causal = torch.ones(L, L, dtype=torch.bool).tril()
         mask = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0))
-        hidden = tree_forward(self.model, flat_ids.to(self.device), pos.to(self.device), mask.to(self.device))
+        if P:  # every row sees the whole shared prefix
+            mask = torch.cat([torch.ones(B, L, P, dtype=torch.bool), mask], dim=-1)
+        hidden = tree_forward(self.model, flat_ids.to(self.device), pos.to(self.device), mask.to(self.device),
+                              prefix_kv=prefix_kv)
         rows = torch.tensor([r for r, p, _, _ in wanted for _ in p], device=self.device)
         cols = torch.tensor([q for _, p, _, _ in wanted for q in p], device=self.device)
         targets = torch.tensor([t for _, _, _, cont in wanted for t in cont], device=self.device)
@@ -240,11 +275,14 @@ def _score(logp: torch.Tensor, cont: Sequence[int]) -> LLResult:
     return LLResult(lp, greedy, len(cont))
 
 
-def tree_forward(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The smelt Transformer's forward with explicit RoPE positions (B, L) and attention mask (B, L, L).
+def tree_forward(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+                 prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None, collect_kv: bool = False):
+    """The smelt Transformer's forward with explicit RoPE positions (B, L) and attention mask (B, L, P + L).
 
     It mirrors `Transformer.forward` module by module (same norms, projections, RoPE and MLP), so a packed tree
-    gives the log-likelihoods separate causal passes would give; tests/test_eval_harness.py checks it to 1e-5."""
+    gives the log-likelihoods separate causal passes would give; tests/test_eval_harness.py checks it to 1e-5.
+    `prefix_kv` holds per-layer (keys, values) of P shared tokens (batch 1) that every row attends to before its
+    own; `collect_kv` also returns this call's per-layer keys and values (to serve as such a prefix)."""
     from smelt.model.transformer import apply_rope
     cfg = model.cfg
     B, L = ids.shape
@@ -252,17 +290,37 @@ def tree_forward(model: torch.nn.Module, ids: torch.Tensor, pos: torch.Tensor, m
     sin = model.rope_sin[pos][:, None]
     attn_mask = mask[:, None]
     x = model.embed(ids)
-    for layer in model.layers:
+    kvs = []
+    for li, layer in enumerate(model.layers):
         a = layer.attn
         h = layer.attn_norm(x)
         q = a.q(h).view(B, L, cfg.n_heads, cfg.head_dim).transpose(1, 2)
         k = a.k(h).view(B, L, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         v = a.v(h).view(B, L, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if collect_kv:
+            kvs.append((k, v))
+        if prefix_kv is not None:
+            pk, pv = prefix_kv[li]
+            k = torch.cat([pk.expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([pv.expand(B, -1, -1, -1), v], dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=cfg.kv_heads != cfg.n_heads)
         x = x + a.o(y.transpose(1, 2).reshape(B, L, cfg.n_heads * cfg.head_dim))
         x = x + layer.mlp(layer.mlp_norm(x))
+    if collect_kv:
+        return None, kvs  # the prefix's own outputs are never needed
     return model.norm(x)
+
+
+def _common_prefix(seqs: list[tuple[int, ...]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        j = 0
+        while j < n and s[j] == first[j]:
+            j += 1
+        n = j
+    return n
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:
