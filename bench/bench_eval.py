@@ -37,7 +37,7 @@ def default_model(device: str):
     from smelt.tokenizer import Tokenizer
     text = Path(datasets.resolve("tinyshakespeare")).read_text()[:200_000]
     tok = Tokenizer.train(text.split("\n\n"), vocab_size=2048)
-    model = build_model(preset("debug", vocab_size=tok.vocab_size, max_seq_len=512), device=device, seed=0)
+    model = build_model(preset("debug", vocab_size=tok.vocab_size, max_seq_len=1024), device=device, seed=0)
     return model.eval(), tok
 
 

@@ -69,3 +69,23 @@ def test_lm_eval_parity(tmp_path):
         lls = [r.logprob for r in ev.scorer.loglikelihood(ev.mc_requests(task, doc, []))]
         ref = [float(r[0]) for r in sample["filtered_resps"]]
         assert max(abs(a - b) for a, b in zip(lls, ref)) < 1e-4, (lls, ref)
+
+
+def test_adapter_rolling_and_generate_until():
+    from lm_eval.api.instance import Instance
+
+    from smelt.eval.harness import Scorer
+    from smelt.eval.lm_eval_adapter import SmeltLM
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size, max_seq_len=64)
+    lm = SmeltLM(model=model, tokenizer=tok, batch_size=4)
+    text = "The cat sat on the mat. " * 20
+    req = Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)
+    (ll,) = lm.loglikelihood_rolling([req])
+    nats, n = Scorer(model, tok).rolling_nll([tok.bos_id] + tok.encode(text))
+    assert ll == pytest.approx(-nats) and n == len(tok.encode(text))
+    gen = Instance(request_type="generate_until", doc={}, idx=0,
+                   arguments=("The cat", {"until": ["\n"], "max_gen_toks": 6, "do_sample": False}))
+    (out,) = lm.generate_until([gen])
+    assert isinstance(out, str) and "\n" not in out
+    assert len(tok.encode(out)) <= 6

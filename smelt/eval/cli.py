@@ -27,6 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per HumanEval program")
     p.add_argument("--stride", type=int, default=None, help="sliding-window stride for bits-per-byte")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a missing dataset from its public source into the cache folder")
     p.add_argument("--list-tasks", action="store_true", help="print the known task names and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> int:
     results = evaluate_checkpoint(args.model, args.tasks, device=args.device, tokenizer_dir=args.tokenizer,
                                   shots=args.shots, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
                                   chat=args.chat, progress=not args.quiet, share_context=not args.no_share_context,
-                                  **gen)
+                                  download=args.download, **gen)
     out = write_results(results, args.out)
     print("\n".join(summary_lines(results)))
     print(f"wrote {out}")

@@ -91,7 +91,7 @@ class Evaluator:
 
     def _docs(self, task: Task, limit: int | None, shots: int = 1) -> tuple[list[Doc], list[Doc]]:
         """(evaluated docs, few-shot pool). Shots come from the whole file so `--limit` does not change them."""
-        if getattr(task, "limit_per_group", False) or task.name.startswith("mmlu"):
+        if task.limit_per_group:
             docs = task.docs(limit)
             return docs, docs
         if not shots:  # zero-shot needs no pool: read only what is evaluated
@@ -113,7 +113,7 @@ class Evaluator:
             reqs = self.mc_requests(task, doc, shots)
             spans.append((len(requests), len(reqs)))
             requests += reqs
-        bar = _bar(len(requests), task.name, self.progress)
+        bar = _bar(len(requests), f"{task.name} ({len(docs)} items)", self.progress)
         cut_before = self.scorer.truncated_continuations
         lls = self.scorer.loglikelihood(requests, progress=bar.update)
         bar.close()
@@ -243,7 +243,7 @@ def _train_tokens(path: Path) -> int | None:
 def evaluate(model: torch.nn.Module, tokenizer, tasks: str | Sequence[str], shots: int | None = None,
              limit: int | None = None, batch_size: int = 16, seed: int = 1234, chat: bool = False,
              progress: bool = True, share_context: bool = True, model_path: str | Path | None = None,
-             **gen_kwargs: Any) -> dict[str, Any]:
+             download: bool = False, **gen_kwargs: Any) -> dict[str, Any]:
     """Score `model` on `tasks` (names or a comma list) and return the results dict (what results.json holds).
 
     `shots=None` uses each task's default (MMLU 5, GSM8K 8, others 0); `limit` evaluates the first N items of each
@@ -258,8 +258,17 @@ def evaluate(model: torch.nn.Module, tokenizer, tasks: str | Sequence[str], shot
     scorer = Scorer(model, tokenizer, batch_size=batch_size, share_context=share_context)
     ev = Evaluator(scorer, seed=seed, chat=chat, progress=progress, gen_kwargs=gen_kwargs)
     results: dict[str, Any] = {}
-    for task in task_objs:
-        results[task.name] = ev.run_task(task, shots, limit)
+    from smelt.eval.tasks import base
+    base.ALLOW_DOWNLOAD, before = download, base.ALLOW_DOWNLOAD
+    try:
+        for task in task_objs:
+            try:
+                results[task.name] = ev.run_task(task, shots, limit)
+            except FileNotFoundError as e:
+                hint = "" if download else " (or let `smelt eval --download` fetch it from its public source)"
+                raise FileNotFoundError(f"task {task.name}: {e}{hint}") from None
+    finally:
+        base.ALLOW_DOWNLOAD = before
     from smelt.eval.report import core_score  # the aggregate lives with the report that renders it
     return {
         "version": RESULTS_VERSION,

@@ -1,6 +1,7 @@
 """Sampling for generative tasks, behind one function so a faster engine can replace it without touching tasks.
 
-`generate_ids` uses `smelt.infer.generate.generate` when that module exists, else a small KV-cache loop here.
+`generate_ids` uses `smelt.infer.generate.generate` when that module exists and no stop strings are needed, else a
+small KV-cache loop here that also stops on stop strings.
 Either way, prompts of equal length (the n samples of one HumanEval problem, say) decode together as one batch.
 """
 
@@ -69,7 +70,9 @@ def generate_ids(scorer: "Scorer", prompts: list[list[int]], max_new_tokens: int
     max_new_tokens = min(max_new_tokens, scorer.max_len - 1)
     keep = scorer.max_len - max_new_tokens  # prompts lose tokens on the left to leave room for the answer
     prompts = [list(p)[-keep:] for p in prompts]
-    engine = _engine()
+    # The shared engine has no stop strings; the local loop checks them as it goes, which matters when few-shot
+    # prompts invite the model to run on into the next question. Use the engine where only stop tokens apply.
+    engine = _engine() if not stop_strings else None
     if engine is not None:
         outs = engine(model, prompts, max_new_tokens, temperature=max(temperature, 0.0),
                       stop_tokens=sorted(stop), seed=seed)

@@ -99,3 +99,9 @@ class SmeltLM(TemplateLM):
                                        temperature=temperature, stop_strings=until)[0]
             out.append(cut_at_stop(self.smelt_tokenizer.decode(gen), until))
         return out
+
+
+if __name__ == "__main__":  # `python -m smelt.eval.lm_eval_adapter run --model smelt --model_args pretrained=...`
+    # lm-eval's own command line, with the `smelt` model registered by importing this module.
+    from lm_eval.__main__ import cli_evaluate
+    cli_evaluate()

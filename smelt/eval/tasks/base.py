@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+# Set by `evaluate(download=True)` / `smelt eval --download`: let a missing dataset be fetched from its public
+# source into the cache folder. Off by default, and tests never set it, so nothing is downloaded unasked.
+ALLOW_DOWNLOAD = False
+
+
+def data_file(dataset: str) -> Path:
+    """Resolve a registered dataset (or a path); the FileNotFoundError names the dataset, where it looked and
+    how to get it."""
+    from smelt import datasets
+    return datasets.resolve(dataset, allow_download=ALLOW_DOWNLOAD)
+
+
 class TaskError(ValueError):
     """Bad task name or malformed task data; the message names the task, or the file and line."""
 
@@ -67,6 +79,7 @@ class Task:
     fewshot_delimiter: str = "\n\n"  # between few-shot examples
     max_shots: int | None = None  # cap from the data (MMLU's dev split has 5 rows per subject)
     sample_pool: bool = False  # draw shots from a separate split with the seeded RNG instead of in order
+    limit_per_group: bool = False  # `docs(limit)` applies the limit per sub-task itself (MMLU subjects)
 
     def docs(self, limit: int | None = None) -> list[Doc]:
         raise NotImplementedError

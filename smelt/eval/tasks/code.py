@@ -7,9 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from smelt import datasets
 from smelt.eval.sandbox import run_python
-from smelt.eval.tasks.base import Doc, TaskError, read_jsonl
+from smelt.eval.tasks.base import Doc, TaskError, data_file, read_jsonl
 from smelt.eval.tasks.generative import GenerativeTask, _generate, pass_at_k
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +33,7 @@ class HumanEval(GenerativeTask):
     @staticmethod
     @lru_cache(maxsize=1)
     def _load() -> list[Doc]:
-        path = datasets.resolve("humaneval")
+        path = data_file("humaneval")
         docs = []
         for _, row in read_jsonl(path, ("task_id", "prompt", "test", "entry_point")):
             docs.append(Doc([row["prompt"]], answer=row.get("canonical_solution", ""), target=row["entry_point"],

@@ -7,9 +7,8 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from smelt import datasets
 from smelt.eval.generation import cut_at_stop
-from smelt.eval.tasks.base import Doc, Task, TaskError, read_jsonl, select_shots
+from smelt.eval.tasks.base import Doc, Task, TaskError, data_file, read_jsonl, select_shots
 
 if TYPE_CHECKING:  # pragma: no cover
     from smelt.eval.evaluator import Evaluator
@@ -139,7 +138,7 @@ class GSM8K(GenerativeTask):
     @staticmethod
     @lru_cache(maxsize=2)
     def _load(dataset: str) -> list[Doc]:
-        path = datasets.resolve(dataset)
+        path = data_file(dataset)
         out = []
         for lineno, row in read_jsonl(path, ("question", "answer")):
             if "####" not in row["answer"]:
@@ -260,7 +259,7 @@ class MATH(GenerativeTask):
     @staticmethod
     @lru_cache(maxsize=1)
     def _load() -> list[Doc]:
-        path = datasets.resolve("math")
+        path = data_file("math")
         return [Doc([row["context"]], answer=row.get("chain_of_thought") or f"The answer is ${row['answer']}$.",
                     target=str(row["answer"]), group=str(row.get("category", "")))
                 for _, row in read_jsonl(path, ("context", "answer"))]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smelt import datasets
-from smelt.eval.tasks.base import Doc, Task, TaskError, read_jsonl
+from smelt.eval.tasks.base import Doc, Task, TaskError, data_file, read_jsonl
 
 
 class BitsPerByte(Task):
@@ -20,7 +19,7 @@ class BitsPerByte(Task):
     def docs(self, limit: int | None = None) -> list[Doc]:
         if not self.source:
             raise TaskError(f"{self.name}: name a corpus or a text file after 'bpb:'")
-        path = datasets.resolve(self.source)
+        path = data_file(self.source)
         if Path(path).is_dir():
             raise TaskError(f"{self.name}: {path} is a folder; give a text or jsonl file")
         suffixes = Path(path).suffixes

@@ -13,13 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from smelt import datasets
-from smelt.eval.tasks.base import Doc, Task, TaskError, read_jsonl
-
-
-def data_file(dataset: str) -> Path:
-    """Resolve a registered dataset; the FileNotFoundError names the dataset, where it looked and how to get it."""
-    return datasets.resolve(dataset)
+from smelt.eval.tasks.base import Doc, Task, TaskError, data_file, read_jsonl
 
 
 _DOC_CACHE: dict[tuple, list[Doc]] = {}
@@ -185,6 +179,7 @@ class MMLU(Task):
     """57 subjects; 5-shot from each subject's dev split in order (as in the original paper and lm-eval)."""
     default_shots = 5
     max_shots = 5
+    limit_per_group = True
 
     def __init__(self, name: str = "mmlu", subjects: list[str] | None = None):
         self.name = name
