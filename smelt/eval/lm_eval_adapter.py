@@ -24,9 +24,12 @@ from smelt.eval.harness import Scorer
 @register_model("smelt")
 class SmeltLM(TemplateLM):
     def __init__(self, pretrained: str | None = None, model: Any = None, tokenizer: Any = None,
-                 batch_size: int | str = 16, device: str = "cpu", max_gen_toks: int = 256,
+                 batch_size: int | str = 16, device: str | None = "cpu", max_gen_toks: int = 256,
                  share_context: bool = False, **kwargs: Any):
         super().__init__()
+        import torch
+        if not device or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            device = "cpu"  # lm-eval's command line passes device="cuda" unless told otherwise
         if model is None:
             if pretrained is None:
                 raise ValueError("smelt lm-eval adapter: pass pretrained=<run folder|checkpoint> or a model object")

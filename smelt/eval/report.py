@@ -176,7 +176,8 @@ def emergence_plot(runs: list[tuple[str, dict[str, Any]]], path: Path) -> bool:
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             if t.startswith(("bpb:", "ppl:")):
                 twin = twin or ax.twinx()
-                twin.plot(xs, ys, marker="s", linestyle="--", label=t, color="gray")
+                shade = ("0.35", "0.6", "0.8")[len(twin.lines) % 3]  # greys: apart from the accuracy colours
+                twin.plot(xs, ys, marker="s", linestyle="--", label=t, color=shade)
                 twin.set_ylabel("bits per byte (dashed; lower is better)")
             elif t == "CORE":
                 ax.plot(xs, ys, marker="o", label="CORE (centred)", linewidth=2.5, color="k")
