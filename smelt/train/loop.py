@@ -72,9 +72,12 @@ class Trainer:
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, objective: Objective, data: BatchSource,
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
                  save_extra: Callable[[Path], None] | None = None, dist_info: DistInfo | None = None,
-                 tokens_per_batch: Callable[[Any], int] | None = None, stage: str = "pretrain"):
+                 tokens_per_batch: Callable[[Any], int] | None = None, stage: str = "pretrain",
+                 save_trainable_only: bool = False):
         self.cfg, self.objective, self.data, self.evaluate = cfg, objective, data, evaluate
         self.save_extra, self.stage = save_extra, stage
+        # Frozen weights (LoRA's base) are not repeated in every checkpoint; resume rebuilds them from init_from.
+        self.save_trainable_only = save_trainable_only
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(cfg.train.device) if self.dist.world_size == 1 else self.dist.device
         self.run_dir = Path(cfg.train.out_dir)
@@ -90,8 +93,10 @@ class Trainer:
         info = {
             "stage": self.stage, "seed": self.cfg.train.seed, "world_size": self.dist.world_size,
             "device": str(self.device), "torch": torch.__version__, "python": platform.python_version(),
+            # Post-training stages read files rather than shards, so these data fields are optional.
             "data_order": {"loader": type(self.data).__name__, "seed": self.cfg.train.seed,
-                           "shards": self.cfg.data.shards, "packing": self.cfg.data.packing},
+                           "shards": getattr(self.cfg.data, "shards", None),
+                           "packing": getattr(self.cfg.data, "packing", None)},
             "resumed_from": resumed_from, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
@@ -244,7 +249,8 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.run_dir, step, self.model, optimizer,
                             {"loader": loader_state, "counters": counters, "stage": self.stage},
-                            keep_last=self.cfg.train.keep_last, write_extra=self.save_extra)
+                            keep_last=self.cfg.train.keep_last, write_extra=self.save_extra,
+                            trainable_only=self.save_trainable_only)
         if self.dist.world_size > 1:
             dist.barrier()
 
