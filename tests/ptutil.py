@@ -59,3 +59,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def color_pairs(n: int, seed: int) -> list[dict]:
+    """Synthetic preferences a tiny model can learn: replies mentioning "blue" beat the same reply with "red"."""
+    rnd = random.Random(seed)
+    fill = [w for w in WORDS if w not in ("blue", "red")]
+    rows = []
+    for _ in range(n):
+        words = [rnd.choice(fill) for _ in range(4)]
+        pos = rnd.randrange(5)
+        c, r = list(words), list(words)
+        c.insert(pos, "blue")
+        r.insert(pos, "red")
+        rows.append({"prompt": f"describe the {rnd.choice(fill)}", "chosen": " ".join(c), "rejected": " ".join(r)})
+    return rows

@@ -174,3 +174,29 @@ def amp_context(cfg: Any, device: torch.device):
 def copy_tree(src: Path, dst: Path) -> None:
     if Path(src).resolve() != Path(dst).resolve():
         shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def load_pair_fields(cfg: Any, tok, bad: BadRows) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Preference pairs from data.train (and data.val or a held-out fraction) as padded tensors."""
+    from smelt.posttrain.data import encode_pairs, holdout, read_pairs
+    pairs = read_pairs(cfg.data.train, bad, cfg.data.max_examples)
+    if cfg.data.val:
+        val_pairs = read_pairs(cfg.data.val, bad)
+    else:
+        pairs, val_pairs = holdout(pairs, cfg.data.val_fraction, cfg.train.seed)
+    train = encode_pairs(tok, pairs, cfg.data.seq_len, bad)
+    val = encode_pairs(tok, val_pairs, cfg.data.seq_len, bad) if val_pairs else None
+    if val is not None and val["chosen"].shape[0] == 0:
+        val = None
+    print(f"{train['chosen'].shape[0]} training pairs, {0 if val is None else val['chosen'].shape[0]} held out",
+          file=sys.stderr)
+    return train, val
+
+
+def sequence_logps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of the masked (completion) tokens of each row, and how many there are.
+    ids/mask: (B, T) with mask[t] = 1 where token t is a completion token (predicted from position t-1)."""
+    logits = model(ids[:, :-1]).float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    m = mask[:, 1:].to(logp.dtype)
+    return (logp * m).sum(-1), m.sum(-1)

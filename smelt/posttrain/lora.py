@@ -114,6 +114,8 @@ def save_adapter(folder: Path, model: nn.Module, cfg: LoraConfig, base: str) -> 
 def load_adapter(model: nn.Module, folder: Path) -> None:
     """Load adapter tensors into a model already wrapped with `apply_lora` (same config)."""
     weights = load_file(str(Path(folder) / ADAPTER_FILE), device=str(next(model.parameters()).device))
+    # A trainable head (reward, value) may sit beside the adapters; its stage loads it (see HEADS_PREFIX).
+    weights = {k: v for k, v in weights.items() if not k.startswith("heads.") or hasattr(model, "heads")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     want = {n for n, _ in model.named_parameters() if ".lora_" in n}
     if unexpected or want & set(missing):
