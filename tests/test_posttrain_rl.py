@@ -1,0 +1,101 @@
+import json
+import random
+
+import pytest
+import torch
+
+from ptutil import color_pairs, one_thread, tiny_model, tiny_tokenizer, write_jsonl  # noqa: F401
+from smelt.posttrain.common import load_stage_config
+from smelt.posttrain.data import BadRows
+from smelt.posttrain.rewards import gsm8k_final, gsm8k_reward, load_reward_fn, read_prompts
+from smelt.posttrain.rl import RLConfig, gae, run_rl
+from smelt.posttrain.sampling import sample
+from smelt.posttrain.sft import SFTConfig, run_sft
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_gsm8k_checker_and_user_reward_fn(tmp_path):
+    assert gsm8k_final("so 3 + 4 = 7\n#### 1,234") == "1234"
+    assert gsm8k_final("The answer is 42.") == "42"
+    assert gsm8k_final("x = 2.50 then 3.0") == "3"
+    assert gsm8k_reward("... so she has 72 clips", "48+24=72\n#### 72") == 1.0
+    assert gsm8k_reward("#### 71", "#### 72") == 0.0
+    assert gsm8k_reward("no number", "#### 72") == 0.0
+    f = tmp_path / "myreward.py"
+    f.write_text("def score(completion, answer, prompt):\n    return float(len(completion))\n")
+    assert load_reward_fn(f"{f}:score")("abc", "", "") == 3.0
+    assert load_reward_fn("smelt.posttrain.rewards:gsm8k_reward") is gsm8k_reward
+    with pytest.raises(ValueError, match="rl.reward"):
+        load_reward_fn("nonsense")
+
+
+def test_gsm8k_prompts(tmp_path):
+    from conftest import data_path
+    bad = BadRows()
+    prompts = read_prompts(str(data_path("eval/gsm8k_train.jsonl")), bad, limit=50)
+    assert len(prompts) == 50 and prompts[0].answer == "72" and not bad.total
+
+
+def test_sampler_stops_and_is_seeded(tok):
+    model = tiny_model(tok).eval()
+    p = tok.render_chat([{"role": "user", "content": "3"}], add_generation_prompt=True)[0]
+    a = sample(model, [p, p, p[:-1]], 6, temperature=1.0, seed=3, stop_tokens=[6])
+    b = sample(model, [p, p, p[:-1]], 6, temperature=1.0, seed=3, stop_tokens=[6])
+    assert a == b and all(1 <= len(x) <= 6 for x in a)
+    assert all(6 not in x[:-1] for x in a)  # nothing after a stop token
+    g = sample(model, [p], 5, temperature=0.0)[0]  # greedy = argmax of a full forward each step
+    seq = list(p)
+    for t in g:
+        with torch.no_grad():
+            assert int(model(torch.tensor([seq]))[0, -1].argmax()) == t
+        seq.append(t)
+
+
+def test_gae_matches_hand_computation():
+    r = torch.tensor([[0.0, 1.0, 2.0]])
+    v = torch.tensor([[0.5, 0.5, 0.5]])
+    m = torch.tensor([[1.0, 1.0, 1.0]])
+    adv, ret = gae(r, v, m, gamma=1.0, lam=0.5)
+    d2 = 2.0 - 0.5
+    d1 = 1.0 + 0.5 - 0.5
+    d0 = 0.0 + 0.5 - 0.5
+    a2, a1 = d2, d1 + 0.5 * d2
+    torch.testing.assert_close(adv, torch.tensor([[d0 + 0.5 * a1, a1, a2]]))
+    torch.testing.assert_close(ret, adv + v)
+
+
+def _common(tmp_path, out, steps):
+    return ["--train.steps", str(steps), "--train.log_every", "5", "--train.out_dir", str(tmp_path / out),
+            "--train.device", "cpu", "--train.progress", "false"]
+
+
+def _metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_grpo_raises_reward_on_next_digit(tmp_path, tok):
+    """SFT gets the format and part of the mapping; GRPO with the checker improves it."""
+    rnd = random.Random(0)
+    digits = [rnd.randrange(9) for _ in range(200)]
+    f = write_jsonl(tmp_path / "nd.jsonl", [{"messages": [{"role": "user", "content": str(d)},
+                                                           {"role": "assistant", "content": str(d + 1)}]}
+                                            for d in digits])
+    model = tiny_model(tok)
+    sft = load_stage_config(SFTConfig, None, ["--data.train", str(f), "--data.val_fraction", "0",
+                                              "--data.seq_len", "64", "--data.packing", "false",
+                                              "--optim.lr", "3e-3", "--optim.warmup_steps", "2",
+                                              "--train.eval_every", "0"] + _common(tmp_path, "sft", 100))
+    run_sft(sft, model=model, tokenizer=tok)
+    cfg = load_stage_config(RLConfig, None, [
+        "--data.train", "next-digit", "--data.batch_size", "9", "--rl.group_size", "16", "--rl.max_new_tokens", "3",
+        "--rl.reward", "next_digit", "--rl.kl_coef", "0.05", "--optim.lr", "3e-4", "--optim.warmup_steps", "5",
+        "--train.eval_every", "30"] + _common(tmp_path, "grpo", 60))
+    out = run_rl(cfg, model=model, tokenizer=tok)
+    rewards = [m["reward"] for m in _metrics(tmp_path / "grpo") if "reward" in m]
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert last > first + 0.05, rewards
+    assert out["eval_reward"] >= out["eval_reward_before"], out
