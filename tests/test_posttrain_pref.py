@@ -79,7 +79,9 @@ def test_reward_model_learns_synthetic_preference(tmp_path, tok):
     train, val = _pref_files(tmp_path)
     cfg = load_stage_config(RewardConfig, None, _args(tmp_path, train, val, "rm", 40) + ["--optim.lr", "3e-3"])
     out = run_reward(cfg, model=tiny_model(tok), tokenizer=tok)
-    assert out["val_accuracy"] >= 0.9 and out["before"]["val_accuracy"] < 0.75, out
+    # (accuracy before training is 0 or 1 by chance: pairs differ in one token, so a random head orders them all
+    # the same way; the loss shows what was learned)
+    assert out["val_accuracy"] >= 0.9 and out["before"]["val_loss"] > 0.5 and out["val_loss"] < 0.1, out
     rm, _ = load_reward_model(tmp_path / "rm")
     b = encode_pairs(tok, read_pairs(str(val), BadRows()), 48, BadRows())
     with torch.no_grad():

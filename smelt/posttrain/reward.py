@@ -50,7 +50,7 @@ class RewardConfig:
         check(self.reward.center_coef >= 0, "reward.center_coef", "must be >= 0")
 
 
-def add_head(model: nn.Module, name: str, zero: bool = False) -> nn.Linear:
+def add_head(model: nn.Module, name: str, zero: bool = False, seed: int = 0) -> nn.Linear:
     """Attach a d_model → 1 head as `model.heads[name]` (state-dict prefix `heads.`, ignored by plain loaders)."""
     if not hasattr(model, "heads"):
         model.heads = nn.ModuleDict()
@@ -60,7 +60,8 @@ def add_head(model: nn.Module, name: str, zero: bool = False) -> nn.Linear:
         if zero:
             head.weight.zero_()
         else:
-            head.weight.normal_(0.0, 1.0 / (model.cfg.d_model + 1) ** 0.5)
+            gen = torch.Generator(device=p.device).manual_seed(seed)  # independent of test/run order
+            head.weight.normal_(0.0, 1.0 / (model.cfg.d_model + 1) ** 0.5, generator=gen)
     model.heads[name] = head
     return head
 
@@ -124,7 +125,7 @@ def run_reward(cfg: RewardConfig, model: nn.Module | None = None, tokenizer=None
     """Python API: train a reward model; returns final metrics plus `before` (held-out metrics at the start)."""
     model, tok = setup_model(cfg, tokenizer, model)
     device = next(model.parameters()).device
-    add_head(model, "reward")
+    add_head(model, "reward", seed=cfg.train.seed)
     bad = BadRows()
     train, val = load_pair_fields(cfg, tok, bad)
     save_run_files(cfg.train.out_dir, tok, bad, {"train_pairs": int(train["chosen"].shape[0])})
