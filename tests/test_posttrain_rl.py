@@ -99,3 +99,42 @@ def test_grpo_raises_reward_on_next_digit(tmp_path, tok):
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.05, rewards
     assert out["eval_reward"] >= out["eval_reward_before"], out
+
+
+def test_ppo_with_trained_reward_model_raises_reward_via_cli(tmp_path, tok):
+    """Reward model learns "blue beats red"; SFT teaches replies with either colour; PPO (CLI) moves to blue."""
+    from ptutil import WORDS
+    from smelt.cli import main as cli_main
+    from smelt.posttrain.reward import RewardConfig, run_reward
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", color_pairs(96, 0))
+    rm_cfg = load_stage_config(RewardConfig, None, ["--data.train", str(pairs), "--data.val_fraction", "0.1",
+                                                    "--data.seq_len", "48", "--optim.lr", "3e-3",
+                                                    "--optim.warmup_steps", "2", "--train.eval_every", "0"]
+                               + _common(tmp_path, "rm", 40))
+    assert run_reward(rm_cfg, model=tiny_model(tok, seed=5), tokenizer=tok)["val_accuracy"] >= 0.9
+    rnd = random.Random(1)
+    fill = [w for w in WORDS if w not in ("blue", "red")]
+    rows = []
+    for _ in range(200):
+        ws = [rnd.choice(fill) for _ in range(3)]
+        ws.insert(rnd.randrange(4), rnd.choice(["blue", "red"]))
+        rows.append({"prompt": f"describe the {rnd.choice(fill)}", "completion": " ".join(ws)})
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", rows)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"describe the {w}"} for w in fill])
+    sft = load_stage_config(SFTConfig, None, ["--data.train", str(sft_file), "--data.val_fraction", "0",
+                                              "--data.seq_len", "64", "--data.packing", "false", "--optim.lr", "3e-3",
+                                              "--optim.warmup_steps", "2", "--train.eval_every", "0"]
+                            + _common(tmp_path, "sft", 60))
+    run_sft(sft, model=tiny_model(tok), tokenizer=tok)
+    assert cli_main(["rl", "--algo", "ppo", "--init-from", str(tmp_path / "sft"), "--rl.reward_model",
+                     str(tmp_path / "rm"), "--data.train", str(prompts), "--data.batch_size", "8",
+                     "--rl.group_size", "4", "--rl.max_new_tokens", "8", "--rl.kl_coef", "0.05", "--optim.lr", "3e-4",
+                     "--optim.warmup_steps", "5", "--train.eval_every", "0"] + _common(tmp_path, "ppo", 40)) == 0
+    rows = _metrics(tmp_path / "ppo")
+    rewards = [m["reward"] for m in rows if "reward" in m]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2 + 1.0, rewards
+    assert all(k in rows[-1] for k in ("value_loss", "kl", "clip_frac"))
+    # the RL checkpoint (with its value head) still loads as a plain policy
+    from smelt.train.checkpoint import load_pretrained
+    policy, _ = load_pretrained(tmp_path / "ppo")
+    assert not hasattr(policy, "heads")

@@ -253,7 +253,7 @@ class PolicyGradient:
             v_clip = old_v + (values - old_v).clamp(-c.value_clip, c.value_clip)
             vf = 0.5 * torch.max((values - ret) ** 2, (v_clip - ret) ** 2)
             per_tok = per_tok + c.vf_coef * vf
-            metrics["value_loss"] = float((vf * tmask).sum())
+            metrics["value_loss"] = float((vf.detach() * tmask).sum())
         n_tok = float(tmask.sum())
         stats = batch["stats"][0]
         # Metrics are sums the loop divides by the step's token count: rollout-level numbers are scaled by n_tok.
