@@ -225,7 +225,7 @@ the held-out documents. `eval` prints bytes/token (compression) of a saved token
 """
 
 
-def _add_input_args(p: argparse.ArgumentParser) -> None:
+def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", required=True, metavar="X",
                    help="a file, folder or dataset name (repeatable)")
     p.add_argument("--text-field", default="text", help="jsonl key / parquet column holding the text (default text)")
@@ -255,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a byte-level BPE tokenizer", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_input_args(t)
+    add_input_args(t)
     t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size incl. 7 specials and 256 bytes")
     t.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to be merged (default 2)")
     t.add_argument("--out", required=True, help="output folder")
@@ -265,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="print bytes/token of a tokenizer on some inputs", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--tokenizer", required=True, help="a folder written by `smelt tokenizer train`")
-    _add_input_args(e)
+    add_input_args(e)
     return p
 
 
