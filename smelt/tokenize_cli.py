@@ -11,8 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from smelt.shards import SplitWriter, dtype_for_vocab
 from smelt.textio import ReadReport, expand_inputs, is_val, iter_documents
 
@@ -116,17 +114,13 @@ def main(argv: list[str]) -> int:
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", disable=not sys.stderr.isatty())
     t0 = time.time()
     index = 0
-    bos, eos = tok.bos_id, tok.eos_id
     for chunk in _chunks(iter_documents(args.input, opts, report)):
-        encs = tok._hf.encode_batch_fast(chunk, add_special_tokens=False)
-        for text, enc in zip(chunk, encs):
+        for text, ids in zip(chunk, tok.encode_docs(chunk, dtype)):
             raw = text.encode("utf-8")
             if args.val_docs is not None:
                 split = "val" if index < args.val_docs else "train"
             else:
                 split = "val" if is_val(raw, val_fraction, args.seed) else "train"
-            ids = np.empty(len(enc.ids) + 2, dtype=dtype)
-            ids[0], ids[1:-1], ids[-1] = bos, enc.ids, eos
             writers[split].add(ids, len(raw))
             index += 1
             bar.update(len(raw))

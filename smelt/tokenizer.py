@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
 
@@ -127,6 +129,15 @@ class Tokenizer:
         """Encode many texts at once on the Rust thread pool (all cores unless TOKENIZERS_PARALLELISM=false)."""
         encs = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
         return [self._wrap(e.ids, bos, eos) for e in encs]
+
+    def encode_docs(self, texts: list[str], dtype: np.dtype | type = np.uint32) -> list[np.ndarray]:
+        """`<|bos|> text <|eos|>` for each text as numpy arrays: the form token shards store documents in."""
+        out = []
+        for enc in self._hf.encode_batch_fast(list(texts), add_special_tokens=False):
+            ids = np.empty(len(enc.ids) + 2, dtype=dtype)
+            ids[0], ids[1:-1], ids[-1] = self.bos_id, enc.ids, self.eos_id
+            out.append(ids)
+        return out
 
     def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
         if bos:
