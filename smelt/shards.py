@@ -70,8 +70,12 @@ class ShardWriter:
         arr = np.asarray(ids)
         if arr.size == 0:
             raise ShardError(f"{self.path}: refusing to write an empty document (it needs at least BOS/EOS)")
-        if int(arr.max()) >= self.vocab_size or int(arr.min()) < 0:
-            raise ShardError(f"{self.path}: token id {int(arr.max())} out of range for vocab {self.vocab_size}")
+        # A stray id would wrap around silently in uint16, so the range is checked on every write.
+        lo = 0 if arr.dtype.kind == "u" else int(arr.min())
+        hi = int(arr.max())
+        if hi >= self.vocab_size or lo < 0:
+            bad = hi if hi >= self.vocab_size else lo
+            raise ShardError(f"{self.path}: token id {bad} out of range for vocab {self.vocab_size}")
         self.starts.append(self.n_tokens)
         self._f.write(arr.astype(self.dtype, copy=False).tobytes())
         self.n_tokens += arr.size

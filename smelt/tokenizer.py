@@ -33,6 +33,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
                  r"""\s*[\r\n]|\s+(?!\S)|\s+""")
 FORMAT_VERSION = 1
+MAX_HELD_OUT_CHARS = 32 << 20
 HF_FILE = "tokenizer.json"
 META_FILE = "smelt_tokenizer.json"
 
@@ -291,7 +292,10 @@ def _compression(tok: Tokenizer, texts: list[str]) -> tuple[int, int]:
 def main(argv: list[str]) -> int:
     from smelt.textio import ReadReport, is_val, iter_documents
 
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help or a usage error: argparse has printed why
+        return int(e.code or 0)
     report = ReadReport()
     opts = text_options(args)
     if args.cmd == "eval":
@@ -306,11 +310,20 @@ def main(argv: list[str]) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise TokenizerError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
     held_out: list[str] = []
+    held_chars = 0
+    held_skipped = 0
 
     def train_docs() -> Iterable[str]:
+        nonlocal held_chars, held_skipped
         for text in iter_documents(args.input, opts, report):
             if is_val(text.encode("utf-8"), args.val_fraction, args.seed):
-                held_out.append(text)
+                # Held-out documents are only measured, never trained on; keeping the first ~32M characters
+                # of them is plenty for a bytes/token estimate and bounds memory on a large corpus.
+                if held_chars < MAX_HELD_OUT_CHARS:
+                    held_out.append(text)
+                    held_chars += len(text)
+                else:
+                    held_skipped += 1
             else:
                 yield text
 
@@ -320,6 +333,7 @@ def main(argv: list[str]) -> int:
     print(f"saved {tok} to {args.out}")
     if held_out:
         n_bytes, n_tokens = _compression(tok, held_out)
-        print(f"held-out: {len(held_out):,} documents, {n_bytes:,} bytes -> {n_tokens:,} tokens: "
+        more = f" (+{held_skipped:,} more held out, not measured)" if held_skipped else ""
+        print(f"held-out: {len(held_out):,} documents{more}, {n_bytes:,} bytes -> {n_tokens:,} tokens: "
               f"{n_bytes / max(n_tokens, 1):.3f} bytes/token")
     return 0

@@ -246,3 +246,13 @@ def test_tokenize_txt_paragraphs_and_hash_split(tmp_path):
     assert tr["docs"] + va["docs"] == 200 and 5 <= va["docs"] <= 40
     docs = [tok.decode(s.doc(i)[1:-1]) for sp in ("train", "val") for s in split_shards(out, sp) for i in range(len(s))]
     assert sorted(docs) == sorted(p.rstrip("\r\n") for p in paras)
+
+
+def test_tokenize_config_validation_and_help(tmp_path, capsys):
+    from smelt.config import ConfigError
+    from smelt.tokenize_cli import TokenizeConfig, tokenize
+
+    with pytest.raises(ConfigError, match="val_fraction"):
+        tokenize(TokenizeConfig(inputs=["x"], tokenizer="t", out=str(tmp_path), val_fraction=1.5))
+    assert cli_main(["tokenize", "--help"]) == 0
+    assert "blank lines" in capsys.readouterr().out
