@@ -9,7 +9,6 @@ from smelt.posttrain.common import load_stage_config
 from smelt.posttrain.data import BadRows
 from smelt.posttrain.rewards import gsm8k_final, gsm8k_reward, load_reward_fn, read_prompts
 from smelt.posttrain.rl import RLConfig, gae, run_rl
-from smelt.posttrain.sampling import sample
 from smelt.posttrain.sft import SFTConfig, run_sft
 
 
@@ -38,21 +37,6 @@ def test_gsm8k_prompts(tmp_path):
     bad = BadRows()
     prompts = read_prompts(str(data_path("eval/gsm8k_train.jsonl")), bad, limit=50)
     assert len(prompts) == 50 and prompts[0].answer == "72" and not bad.total
-
-
-def test_sampler_stops_and_is_seeded(tok):
-    model = tiny_model(tok).eval()
-    p = tok.render_chat([{"role": "user", "content": "3"}], add_generation_prompt=True)[0]
-    a = sample(model, [p, p, p[:-1]], 6, temperature=1.0, seed=3, stop_tokens=[6])
-    b = sample(model, [p, p, p[:-1]], 6, temperature=1.0, seed=3, stop_tokens=[6])
-    assert a == b and all(1 <= len(x) <= 6 for x in a)
-    assert all(6 not in x[:-1] for x in a)  # nothing after a stop token
-    g = sample(model, [p], 5, temperature=0.0)[0]  # greedy = argmax of a full forward each step
-    seq = list(p)
-    for t in g:
-        with torch.no_grad():
-            assert int(model(torch.tensor([seq]))[0, -1].argmax()) == t
-        seq.append(t)
 
 
 def test_gae_matches_hand_computation():

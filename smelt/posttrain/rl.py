@@ -33,7 +33,6 @@ from smelt.posttrain.data import BadRows, holdout
 from smelt.posttrain.lora import LoraConfig
 from smelt.posttrain.reward import add_head, score
 from smelt.posttrain.rewards import Prompt, load_reward_fn, read_prompts
-from smelt.posttrain.sampling import generate_completions
 from smelt.train.config import OptimConfig, TrainConfig
 from smelt.train.loop import Trainer
 
@@ -86,6 +85,15 @@ class RLConfig:
         check(0 <= r.gamma <= 1 and 0 <= r.lam <= 1, "rl.gamma", "gamma and lam must be in [0, 1]")
         check(r.algo != "ppo" or bool(r.reward_model) or bool(r.reward), "rl.reward_model",
               "PPO needs a reward model or a reward function")
+
+
+def generate_completions(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+                         top_k: int, top_p: float, stop_tokens: list[int], seed: int | None) -> list[list[int]]:
+    """New tokens per prompt (a hit stop token is kept last), via the KV-cache generator; prompts are batched
+    by length there, so GRPO's group of samples of one prompt decodes as one batch."""
+    from smelt.infer.generate import generate
+    return generate(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    stop_tokens=set(stop_tokens), seed=seed)
 
 
 class Scorer:
