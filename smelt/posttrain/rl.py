@@ -27,7 +27,7 @@ import torch
 
 from smelt.config import check, doc
 from smelt.model import ModelConfig
-from smelt.posttrain.common import (StageData, maybe_lora, save_run_files, setup_model, stage_main,
+from smelt.posttrain.common import (StageData, amp_context, maybe_lora, save_run_files, setup_model, stage_main,
                                     validate_common)
 from smelt.posttrain.data import BadRows, holdout
 from smelt.posttrain.lora import LoraConfig
@@ -195,8 +195,10 @@ class RolloutSource:
         was = self.model.training
         self.model.eval()
         ppo = r.algo == "ppo"
-        old_logp, old_values = token_logps(self.model, ids, values=ppo)
-        ref_logp = token_logps(self.ref, ids)[0] if self.ref is not None else old_logp
+        # Same autocast as the training step, so the first ratio is exactly 1 rather than a bf16-vs-fp32 gap.
+        with amp_context(self.cfg, device):
+            old_logp, old_values = token_logps(self.model, ids, values=ppo)
+            ref_logp = token_logps(self.ref, ids)[0] if self.ref is not None else old_logp
         tmask = mask[:, 1:].float()
         kl = ((old_logp - ref_logp) * tmask).sum() / tmask.sum()
         if ppo:
