@@ -23,7 +23,18 @@ def test_preference_files_read_with_counts():
     assert bad.counts == {"empty completion": 4}  # replies that are only whitespace, reported with file:line
     # a handful of dialogues have a turn marker without its blank line; they stay one assistant turn
     assert sum(p.prompt[-1]["role"] == "user" for p in hh) >= 0.99 * len(hh)
+    by_name = read_pairs("hh_rlhf_harmless", BadRows(), limit=3)  # registered dataset names work too
+    assert [p.chosen for p in by_name] == [p.chosen for p in hh[:3]]
     bad2 = BadRows()
     ae = read_pairs(str(data_path("preference/alpaca_eval_gpt4_annotations_alpaca-7b_vs_text_davinci_003.json")),
                     bad2)
     assert bad2.counts["no preference"] == 16 and len(ae) + bad2.total == 805
+
+
+def test_recipes_build_valid_configs():
+    data_path("sft/fastchat_dummy_conversation.json")
+    from smelt.posttrain.recipes import dpo_recipe, sft_recipe
+    s = sft_recipe("runs/pre", "runs/sft", steps=30, overrides=["--lora.rank", "8"])
+    assert s.train.steps == 30 and s.lora.rank == 8 and s.data.train.count(",") == 2
+    d = dpo_recipe("runs/sft", "runs/dpo")
+    assert d.data.train == "hh_rlhf_harmless" and d.dpo.beta == 0.1

@@ -65,8 +65,10 @@ class BadRecord(ValueError):
 
 
 def split_paths(spec: str | list[str]) -> list[Path]:
+    """Comma-separated files; each may also be a registered dataset name (`hh_rlhf_harmless`, `gsm8k_train`)."""
+    from smelt.datasets import resolve
     items = spec if isinstance(spec, list) else [s for s in spec.split(",") if s.strip()]
-    return [Path(s.strip()) for s in items]
+    return [resolve(s.strip()) for s in items]
 
 
 def iter_records(path: Path, bad: BadRows) -> Iterator[tuple[dict, str]]:
