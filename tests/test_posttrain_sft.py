@@ -77,10 +77,19 @@ def _cfg(tmp_path, train, val, *extra):
 def test_sft_full_lowers_heldout_assistant_loss(tmp_path, tok):
     train, val = _sft_files(tmp_path)
     cfg = _cfg(tmp_path, train, val)
-    out = run_sft(cfg, model=tiny_model(tok), tokenizer=tok)
+    cfg.train.steps = 120
+    model = tiny_model(tok)
+    out = run_sft(cfg, model=model, tokenizer=tok)
     assert out["val_loss"] < 0.5 * out["val_loss_before"], out
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").exists()
     assert json.loads((tmp_path / "run" / "skipped.json").read_text())["counts"] == {}
+    # the fine-tuned model follows the template: a reply, then <|end|>
+    from smelt.infer.generate import generate
+    end = tok.token_id("<|end|>")
+    prompts = [tok.render_chat(count_conv(n)[:1], add_generation_prompt=True)[0] for n in (4, 7)]
+    outs = generate(model, prompts, 24, temperature=0.0, stop_tokens={end})
+    assert all(o[-1] == end for o in outs), [tok.decode(o) for o in outs]
+    assert tok.decode(outs[0]).startswith("1 2 3 4") and tok.decode(outs[1]).startswith("1 2 3 4 5 6 7")
 
 
 def countdown_conv(n: int) -> list[dict]:
