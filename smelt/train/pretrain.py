@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from smelt.config import ConfigError, describe, from_dict, load_toml, parse_overrides
-from smelt.distributed import DistInfo, init_distributed
+from smelt.distributed import DistInfo, all_reduce_sum, init_distributed
 from smelt.model import build_model, resolve_preset
 from smelt.objectives import CausalLM, split_batch
 from smelt.train.config import RunConfig
@@ -97,6 +97,7 @@ def make_val_evaluator(cfg: RunConfig, device: torch.device, dist_info: DistInfo
                 total += float(loss)
                 count += objective.count(batch)
         model.train(was_training)
+        total, count = all_reduce_sum(total, dist_info), all_reduce_sum(float(count), dist_info)
         val_loss = total / max(count, 1)
         out = {"val_loss": val_loss}
         if getattr(loader, "bytes", 0) and getattr(loader, "tokens", 0):
