@@ -337,8 +337,8 @@ def import_hf(folder: str | Path, device: str | torch.device = "cpu", dtype: tor
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match {CONFIG_FILE}: missing "
-                         f"{[hf_name(m)[0] for m in missing[:5]]}, unexpected {[hf_name(u)[0] for u in unexpected[:5]]}")
+        names = [hf_name(m)[0] for m in missing[:5]], [hf_name(u)[0] for u in unexpected[:5]]
+        raise ValueError(f"{folder}: weights do not match {CONFIG_FILE}: missing {names[0]}, unexpected {names[1]}")
     for name, p in model.state_dict().items():
         if tuple(state[name].shape) != tuple(p.shape):
             raise ValueError(f"{folder}: tensor {hf_name(name)[0]} has shape {tuple(state[name].shape)}, "
