@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -79,6 +80,9 @@ class Tokenizer:
             # so unseen bytes (an emoji in a Shakespeare-only tokenizer) still encode.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         hf.train_from_iterator(texts, trainer)
+        if hf.get_vocab_size() < vocab_size:
+            warnings.warn(f"vocab_size: asked for {vocab_size}, but the corpus only supports {hf.get_vocab_size()} "
+                          f"tokens at min_frequency={min_frequency}; the tokenizer is smaller", stacklevel=2)
         return cls(hf)
 
     @classmethod

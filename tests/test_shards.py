@@ -234,7 +234,7 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
 
 
 def test_tokenize_txt_paragraphs_and_hash_split(tmp_path):
-    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=280)
+    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=270)
     tok.save(tmp_path / "tok")
     src = tmp_path / "a.txt"
     paras = [f"para {i}\nline two\r\n" for i in range(200)]
@@ -256,3 +256,15 @@ def test_tokenize_config_validation_and_help(tmp_path, capsys):
         tokenize(TokenizeConfig(inputs=["x"], tokenizer="t", out=str(tmp_path), val_fraction=1.5))
     assert cli_main(["tokenize", "--help"]) == 0
     assert "blank lines" in capsys.readouterr().out
+
+
+def test_epoch_batches_cover_split_once(corpus):
+    folder, docs = corpus
+    ld = TokenLoader(folder, batch_size=4, seq_len=10)
+    before = ld.state_dict()
+    rows = np.concatenate([b.numpy() for b in ld.epoch_batches()])
+    assert ld.state_dict() == before  # the training cursor did not move
+    assert len(rows) == (ld.tokens - 1) // 10
+    ranks = [np.concatenate([b.numpy() for b in TokenLoader(folder, batch_size=4, seq_len=10, rank=r,
+                                                             world_size=2).epoch_batches()]) for r in range(2)]
+    assert np.array_equal(ranks[0], rows[0::2]) and np.array_equal(ranks[1], rows[1::2])

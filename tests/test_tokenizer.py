@@ -173,3 +173,9 @@ def test_parquet_input(tmp_path):
     rep = ReadReport()
     assert list(iter_documents([tmp_path], report=rep)) == ["x y", "z"]
     assert rep.malformed == 1 and "row 2" in rep.examples[0]
+
+
+def test_small_corpus_warns_about_vocab():
+    with pytest.warns(UserWarning, match="vocab_size"):
+        tok = Tokenizer.train(["ab ab ab"], vocab_size=5000)
+    assert tok.vocab_size < 5000
