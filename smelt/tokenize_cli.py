@@ -188,7 +188,7 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
         "format": "smelt-shards", "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "fingerprint": tok.fingerprint,
                       "vocab_size": tok.vocab_size},
-        "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
+        "vocab_size": tok.vocab_size, "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
         "inputs": list(cfg.inputs), "files": report.files, "txt_mode": opts.txt_mode,
         "text_field": opts.text_field, "val_rule": rule, "splits": splits, "read": report.to_dict(),
         "seconds": round(dt, 3),

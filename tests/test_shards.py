@@ -221,6 +221,7 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     assert "1 malformed" in err and f"{src}:4: invalid JSON" in err
     meta = json.loads((out / "meta.json").read_text())
     assert meta["read"]["malformed"] == 1 and meta["tokenizer"]["fingerprint"] == tok.fingerprint
+    assert meta["vocab_size"] == meta["tokenizer"]["vocab_size"] == 320 and meta["dtype"] == "uint16"
     assert meta["splits"]["val"]["docs"] == 5 and meta["splits"]["train"]["docs"] == 35
     assert meta["splits"]["train"]["bytes"] == sum(len(t.encode()) for t in texts[5:])
     got = [s.doc(i).tolist() for s in split_shards(out, "train") for i in range(len(s))]
