@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smelt.textio import iter_documents  # noqa: E402
-from smelt.tokenizer import Tokenizer  # noqa: E402
+from smelt.textio import iter_documents
+from smelt.tokenizer import Tokenizer
 
 _WORKER: Tokenizer | None = None
 

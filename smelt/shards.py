@@ -23,8 +23,9 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -225,6 +226,8 @@ class TokenLoader:
             raise ConfigError(f"rank: must be in [0, world_size={world_size}), got {rank}")
         if packing not in ("sequential", "bestfit"):
             raise ConfigError(f"packing: {packing!r} is not one of ['sequential', 'bestfit']")
+        if seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {seed}")
         if buffer_docs < 1:
             raise ConfigError(f"buffer_docs: must be >= 1, got {buffer_docs}")
         self.path, self.split = Path(path), split

@@ -7,13 +7,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 from smelt.config import check, doc
-
 from smelt.shards import SplitWriter, dtype_for_vocab
 from smelt.textio import ReadReport, TextOptions, expand_inputs, is_val, iter_documents
 
@@ -44,7 +44,7 @@ class TokenizeConfig:
     tokenizer: str = doc("", "tokenizer folder from `smelt tokenizer train`")
     out: str = doc("", "output shard folder")
     val_fraction: float = doc(0.1, "fraction of documents for val (content hash < fraction); ignored with val_docs")
-    val_docs: Optional[int] = doc(None, "if set, the first N documents (input order) are val instead")
+    val_docs: int | None = doc(None, "if set, the first N documents (input order) are val instead")
     seed: int = doc(0, "seed (key) of the val hash")
     shard_tokens: int = doc(10_000_000, "target tokens per shard file; documents are never split across shards")
     workers: int = doc(0, "tokeniser threads (0 = all cores)")

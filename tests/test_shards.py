@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smelt.cli import main as cli_main
-from smelt.shards import HEADER_SIZE, Shard, ShardError, ShardWriter, SplitWriter, TokenLoader, split_shards
+from smelt.shards import Shard, ShardError, ShardWriter, SplitWriter, TokenLoader, split_shards
 from smelt.tokenizer import Tokenizer
 
 FP = "0123456789abcdef"
@@ -145,8 +145,7 @@ def test_exact_resume_across_epochs(corpus, packing):
         b.load_state_dict(state)
         got = _take(b, 3 * per_epoch - cut)
         assert all(np.array_equal(x, y) for x, y in zip(got, expected[cut:])), f"diverged after resume at {cut}"
-    if packing == "sequential":
-        assert ref.state_dict()["epoch"] >= 2
+    assert ref.state_dict()["epoch"] >= 2  # the reference run really crossed epoch boundaries
 
 
 def test_resume_rejects_changed_settings(corpus):
@@ -260,7 +259,7 @@ def test_tokenize_config_validation_and_help(tmp_path, capsys):
 
 
 def test_epoch_batches_cover_split_once(corpus):
-    folder, docs = corpus
+    folder, _ = corpus
     ld = TokenLoader(folder, batch_size=4, seq_len=10)
     before = ld.state_dict()
     rows = np.concatenate([b.numpy() for b in ld.epoch_batches()])
