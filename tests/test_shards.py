@@ -258,6 +258,18 @@ def test_tokenize_config_validation_and_help(tmp_path, capsys):
     assert "blank lines" in capsys.readouterr().out
 
 
+def test_tokenize_without_val(tmp_path, capsys):
+    from smelt.tokenize_cli import TokenizeConfig, tokenize
+
+    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=270)
+    tok.save(tmp_path / "tok")
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n\nthree\n")
+    meta, _ = tokenize(TokenizeConfig(inputs=[str(tmp_path / "a.txt")], tokenizer=str(tmp_path / "tok"),
+                                      out=str(tmp_path / "s"), val_fraction=0.0))
+    assert list(meta["splits"]) == ["train"] and meta["splits"]["train"]["docs"] == 3
+    assert not list((tmp_path / "s").glob("val_*"))
+
+
 def test_epoch_batches_cover_split_once(corpus):
     folder, _ = corpus
     ld = TokenLoader(folder, batch_size=4, seq_len=10)
