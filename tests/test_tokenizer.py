@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import data_path
+
 from smelt.cli import main as cli_main
 from smelt.textio import is_val
 from smelt.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
@@ -137,3 +137,46 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "bytes/token" in capsys.readouterr().out
     assert cli_main(["tokenizer", "eval", "--tokenizer", str(tmp_path / "nope"), "--input", str(src)]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_text_modes(tmp_path):
+    from smelt.textio import ReadReport, TextOptions, iter_documents
+
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"one\r\ntwo\n\n \nthree\n\n\nfour ===\nfive\n")
+    assert list(iter_documents([f])) == ["one\r\ntwo", "three", "four ===\nfive"]
+    rep = ReadReport()
+    assert list(iter_documents([f], TextOptions("lines"), rep)) == ["one", "two", "three", "four ===", "five"]
+    assert rep.empty == 4 and rep.docs == 5
+    assert list(iter_documents([f], TextOptions("separator", separator="==="))) == ["one\r\ntwo\n\n \nthree\n\n\nfour ",
+                                                                                   "\nfive\n"]
+    assert list(iter_documents([f], TextOptions("file"))) == [f.read_bytes().decode()]
+
+
+def test_jsonl_malformed_records_are_counted(tmp_path):
+    from smelt.textio import ReadReport, iter_documents
+
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "a"}\n[1]\n{"body": "x"}\n\n{"text": 5}\n{"text": ""}\n{"text": "b\u2028c"}\n')
+    rep = ReadReport()
+    assert list(iter_documents([f], report=rep)) == ["a", "b\u2028c"]
+    assert rep.malformed == 3 and rep.empty == 1
+    assert [m.split(": ")[0] for m in rep.examples] == [f"{f}:2", f"{f}:3", f"{f}:5"]
+
+
+def test_parquet_input(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from smelt.textio import ReadReport, iter_documents
+
+    pq.write_table(pa.table({"text": ["x y", None, "z"]}), tmp_path / "d.parquet")
+    rep = ReadReport()
+    assert list(iter_documents([tmp_path], report=rep)) == ["x y", "z"]
+    assert rep.malformed == 1 and "row 2" in rep.examples[0]
+
+
+def test_small_corpus_warns_about_vocab():
+    with pytest.warns(UserWarning, match="vocab_size"):
+        tok = Tokenizer.train(["ab ab ab"], vocab_size=5000)
+    assert tok.vocab_size < 5000
