@@ -117,7 +117,7 @@ def test_cli(tmp_path, capsys):
     tok_mod = pytest.importorskip("smelt.tokenizer")
     from smelt.cli import main
     from smelt.train.checkpoint import save_checkpoint
-    tok = tok_mod.Tokenizer.train(["to be or not to be, that is the question"] * 20, vocab_size=300)
+    tok = tok_mod.Tokenizer.train([f"to be or not to be, that is question {i}" for i in range(300)], vocab_size=300)
     run = tmp_path / "run"
     save_checkpoint(run, 1, build_model(preset("debug", n_layers=1, vocab_size=tok.vocab_size)), None, {})
     tok.save(run / "tokenizer")

@@ -169,7 +169,7 @@ def test_cli_round_trip(tmp_path, capsys):
     run = tmp_path / "run"
     save_checkpoint(run, 7, model, None, {})
     tok_mod = pytest.importorskip("smelt.tokenizer")
-    tok = tok_mod.Tokenizer.train(["hello world, the quick brown fox jumps"] * 20, vocab_size=300)
+    tok = tok_mod.Tokenizer.train([f"hello world, the quick brown fox {i}" for i in range(300)], vocab_size=300)
     tok.save(run / "tokenizer")
     assert smelt_main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "tokenizer.json").exists()
@@ -187,7 +187,7 @@ def test_cli_round_trip(tmp_path, capsys):
 def test_exported_tokenizer_loads_in_transformers(tmp_path):
     tok_mod = pytest.importorskip("smelt.tokenizer")
     from transformers import PreTrainedTokenizerFast
-    tok = tok_mod.Tokenizer.train(["A tiny corpus for a tiny tokenizer, with numbers 123 and café."] * 20,
+    tok = tok_mod.Tokenizer.train([f"A tiny corpus for a tiny tokenizer, with number {i} and café." for i in range(300)],
                                   vocab_size=300)
     model = build_model(preset("debug", n_layers=1, vocab_size=tok.vocab_size))
     export_hf(model, tmp_path, tokenizer=tok)

@@ -221,6 +221,10 @@ class _Printer:
             sys.stdout.flush()
             self.shown = len(text)
 
+    def finish(self) -> None:
+        """Print whatever is still held back (a byte sequence that never completed) and end the line."""
+        sys.stdout.write(self.tok.decode(self.ids)[self.shown:] + "\n")
+
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
@@ -250,7 +254,7 @@ def main(argv: list[str]) -> int:
         for t in stream(model, prompt, args.max_tokens, **kw):
             if t not in stop:
                 printer.add(t)
-        sys.stdout.write("\n")
+        printer.finish()
         return 0
     outs = generate(model, [prompt] * args.num_samples, args.max_tokens, **kw)
     for i, ids in enumerate(outs):
