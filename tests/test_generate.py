@@ -126,3 +126,9 @@ def test_cli(tmp_path, capsys):
     assert main(["generate", str(run), "--prompt", "hi", "--max-tokens", "4", "--chat", "--num-samples", "2",
                  "--seed", "1"]) == 0
     assert capsys.readouterr().out.count("--- sample") == 2
+
+
+def test_stream_checks_arguments_at_call(model):
+    with pytest.raises(ValueError, match="max_seq_len"):
+        stream(model, list(range(64)), 3)  # no next(): the error comes from the call itself
+    assert list(stream(model, [1, 2], 0)) == []

@@ -168,14 +168,19 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
 def stream(model: Transformer, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, stop_tokens: set[int] | None = None, seed: int | None = None,
            use_cache: bool = True) -> Iterator[int]:
-    """Yield new tokens for one prompt as they are produced; the stop token, if hit, is yielded last."""
+    """Yield new tokens for one prompt as they are produced; the stop token, if hit, is yielded last.
+
+    Arguments are checked here, at the call, not at the first `next()`: a bad prompt fails where it was passed.
+    """
     _check_args(model, [prompt], max_new_tokens, temperature, top_k, top_p)
-    stop = set(stop_tokens or ())
     steps = _room(model, len(prompt), max_new_tokens)
-    if steps == 0:
-        return
     batch = torch.tensor([prompt], dtype=torch.long, device=model.embed.weight.device)
-    for nxt in _decode(model, batch, steps, temperature, top_k, top_p, _generator(model, seed), use_cache):
+    return _stream(_decode(model, batch, steps, temperature, top_k, top_p, _generator(model, seed), use_cache),
+                   set(stop_tokens or ()))
+
+
+def _stream(steps: Iterator[torch.Tensor], stop: set[int]) -> Iterator[int]:
+    for nxt in steps:
         tok = int(nxt.item())
         yield tok
         if tok in stop:
