@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from smelt.model import KVCache, Transformer
-
 
 # ---- sampling -------------------------------------------------------------------------------------------------
 
@@ -250,8 +249,8 @@ def main(argv: list[str]) -> int:
         stop.add(tok.token_id("<|end|>"))
     else:
         prompt = tok.encode(args.prompt, bos=True)
-    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop_tokens=stop,
-              seed=args.seed, use_cache=not args.no_cache)
+    kw = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "stop_tokens": stop,
+          "seed": args.seed, "use_cache": not args.no_cache}
     if args.num_samples == 1:
         if not args.chat:
             sys.stdout.write(args.prompt)
