@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,7 @@ class TokenLoader:
 
     Resume guarantee: `load_state_dict(state_dict())` on a fresh loader with the same arguments yields exactly the
     batches the original would have produced next. The state is small JSON (the buffer is stored as references).
+    There is no mutable RNG to save: the shard order of epoch e is a pure function of (seed, e).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", batch_size: int = 8, seq_len: int = 256,
@@ -224,6 +226,8 @@ class TokenLoader:
             raise ConfigError(f"rank: must be in [0, world_size={world_size}), got {rank}")
         if packing not in ("sequential", "bestfit"):
             raise ConfigError(f"packing: {packing!r} is not one of ['sequential', 'bestfit']")
+        if seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {seed}")
         if buffer_docs < 1:
             raise ConfigError(f"buffer_docs: must be >= 1, got {buffer_docs}")
         self.path, self.split = Path(path), split
@@ -338,6 +342,24 @@ class TokenLoader:
     def __iter__(self):
         while True:
             yield self.next_batch()
+
+    def epoch_batches(self) -> Iterator[Any]:
+        """One pass over the split for evaluation, independent of (and not moving) the training cursor.
+
+        Sequential windows of epoch 0, strided by rank, stopping before a window would run past the end of the
+        epoch; the last batch may have fewer rows. Every token but the final partial window's is a target exactly
+        once across ranks (at most seq_len - 1 tokens per split are left out).
+        """
+        import torch
+
+        n_windows = (self.tokens - 1) // self.seq_len
+        mine = list(range(self.rank, n_windows, self.world_size))
+        for i in range(0, len(mine), self.batch_size):
+            ks = mine[i:i + self.batch_size]
+            out = np.empty((len(ks), self.seq_len + 1), dtype=np.int64)
+            for row, k in zip(out, ks):
+                self._read(k * self.seq_len, self.seq_len + 1, row)
+            yield torch.from_numpy(out)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {

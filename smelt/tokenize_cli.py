@@ -7,13 +7,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 from smelt.config import check, doc
-
 from smelt.shards import SplitWriter, dtype_for_vocab
 from smelt.textio import ReadReport, TextOptions, expand_inputs, is_val, iter_documents
 
@@ -44,7 +44,7 @@ class TokenizeConfig:
     tokenizer: str = doc("", "tokenizer folder from `smelt tokenizer train`")
     out: str = doc("", "output shard folder")
     val_fraction: float = doc(0.1, "fraction of documents for val (content hash < fraction); ignored with val_docs")
-    val_docs: Optional[int] = doc(None, "if set, the first N documents (input order) are val instead")
+    val_docs: int | None = doc(None, "if set, the first N documents (input order) are val instead")
     seed: int = doc(0, "seed (key) of the val hash")
     shard_tokens: int = doc(10_000_000, "target tokens per shard file; documents are never split across shards")
     workers: int = doc(0, "tokeniser threads (0 = all cores)")
@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the val hash (default 0)")
     p.add_argument("--shard-tokens", type=lambda s: int(s.replace("_", "")), default=d.shard_tokens,
                    help="target tokens per shard file (default 10_000_000); documents are never split")
-    p.add_argument("--workers", type=int, default=d.workers, help="tokeniser threads (default 0 = all cores)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="tokeniser threads (default 0 = all cores; sets RAYON_NUM_THREADS, which the Rust thread "
+                        "pool reads once, at the first batch encode of the process)")
     p.add_argument("--overwrite", action="store_true", help="replace shards and meta.json already in --out")
     return p
 
@@ -126,7 +128,11 @@ def main(argv: list[str]) -> int:
     meta, seconds = tokenize(cfg)
     n_bytes = sum(s["bytes"] for s in meta["splits"].values())
     n_tok = sum(s["tokens"] for s in meta["splits"].values())
-    for s, info in meta["splits"].items():
+    for s in ("train", "val"):
+        info = meta["splits"].get(s)
+        if info is None:
+            print(f"{s}: no documents (no shards written)")
+            continue
         print(f"{s}: {info['docs']:,} docs, {info['tokens']:,} tokens, {info['bytes']:,} bytes in "
               f"{len(info['shards'])} shard(s)")
     print(f"wrote {cfg.out} in {seconds:.1f}s ({n_bytes / max(seconds, 1e-9) / 1e6:.2f} MB/s, "
@@ -176,7 +182,9 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
             bar.update(len(raw))
     bar.close()
     dt = time.time() - t0
-    splits = {s: w.close() for s, w in writers.items()}
+    # A split that got no documents (e.g. val_fraction 0) has no shards and is left out of meta.json, so readers
+    # can test `"val" in meta["splits"]` instead of tripping over an empty split.
+    splits = {s: info for s, w in writers.items() if (info := w.close())["docs"]}
     if report.malformed or report.empty or report.unsupported_files:
         print(f"smelt tokenize: {report.summary()}", file=sys.stderr)
     if index == 0:
@@ -188,7 +196,7 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
         "format": "smelt-shards", "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "fingerprint": tok.fingerprint,
                       "vocab_size": tok.vocab_size},
-        "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
+        "vocab_size": tok.vocab_size, "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
         "inputs": list(cfg.inputs), "files": report.files, "txt_mode": opts.txt_mode,
         "text_field": opts.text_field, "val_rule": rule, "splits": splits, "read": report.to_dict(),
         "seconds": round(dt, 3),

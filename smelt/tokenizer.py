@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import sys
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
-
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
 
@@ -62,7 +62,7 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-              show_progress: bool = False) -> "Tokenizer":
+              show_progress: bool = False) -> Tokenizer:
         """Train on an iterable of documents. Specials get ids 0..6, the 256 byte symbols come next, then merges."""
         floor = len(SPECIAL_TOKENS) + 256
         if vocab_size < floor:
@@ -79,10 +79,13 @@ class Tokenizer:
             # so unseen bytes (an emoji in a Shakespeare-only tokenizer) still encode.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         hf.train_from_iterator(texts, trainer)
+        if hf.get_vocab_size() < vocab_size:
+            warnings.warn(f"vocab_size: asked for {vocab_size}, but the corpus only supports {hf.get_vocab_size()} "
+                          f"tokens at min_frequency={min_frequency}; the tokenizer is smaller", stacklevel=2)
         return cls(hf)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         folder = Path(path)
         f = folder / HF_FILE
         if not folder.is_dir():

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import data_path
+
 from smelt.cli import main as cli_main
 from smelt.textio import is_val
 from smelt.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
@@ -143,7 +143,7 @@ def test_text_modes(tmp_path):
     from smelt.textio import ReadReport, TextOptions, iter_documents
 
     f = tmp_path / "a.txt"
-    f.write_bytes("one\r\ntwo\n\n \nthree\n\n\nfour ===\nfive\n".encode())
+    f.write_bytes(b"one\r\ntwo\n\n \nthree\n\n\nfour ===\nfive\n")
     assert list(iter_documents([f])) == ["one\r\ntwo", "three", "four ===\nfive"]
     rep = ReadReport()
     assert list(iter_documents([f], TextOptions("lines"), rep)) == ["one", "two", "three", "four ===", "five"]
@@ -167,9 +167,16 @@ def test_jsonl_malformed_records_are_counted(tmp_path):
 def test_parquet_input(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
+
     from smelt.textio import ReadReport, iter_documents
 
     pq.write_table(pa.table({"text": ["x y", None, "z"]}), tmp_path / "d.parquet")
     rep = ReadReport()
     assert list(iter_documents([tmp_path], report=rep)) == ["x y", "z"]
     assert rep.malformed == 1 and "row 2" in rep.examples[0]
+
+
+def test_small_corpus_warns_about_vocab():
+    with pytest.warns(UserWarning, match="vocab_size"):
+        tok = Tokenizer.train(["ab ab ab"], vocab_size=5000)
+    assert tok.vocab_size < 5000
