@@ -87,7 +87,11 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         folder = Path(path)
+        if folder.is_file() and folder.name == HF_FILE:  # pointed at the file inside the folder: be forgiving
+            folder = folder.parent
         f = folder / HF_FILE
+        if folder.is_file():
+            raise TokenizerError(f"{folder}: is a file; expected a tokenizer folder (with {HF_FILE})")
         if not folder.is_dir():
             raise TokenizerError(f"{folder}: tokenizer folder does not exist")
         if not f.is_file():

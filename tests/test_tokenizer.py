@@ -67,6 +67,7 @@ def test_encode_batch_matches_encode(tok):
 def test_save_load_identical(tok, tmp_path):
     tok.save(tmp_path / "t")
     tok2 = Tokenizer.load(tmp_path / "t")
+    assert Tokenizer.load(tmp_path / "t" / "tokenizer.json").fingerprint == tok.fingerprint
     assert tok2.fingerprint == tok.fingerprint and len(tok.fingerprint) == 16
     assert tok2.vocab_size == tok.vocab_size
     for text in TRICKY + CORPUS[:5]:
@@ -123,6 +124,14 @@ def test_train_tinyshakespeare_compresses(tmp_path):
     tok = Tokenizer.train(train, vocab_size=1024)
     assert tok.bytes_per_token(val) > 2.0
     assert tok.decode(tok.encode(val)) == val
+
+
+def test_cli_train_on_dataset_name(tmp_path, capsys):
+    data_path("pretrain/tinyshakespeare/input.txt")
+    assert cli_main(["tokenizer", "train", "--input", "tinyshakespeare", "--vocab-size", "1024",
+                     "--out", str(tmp_path / "tok")]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out")][0]
+    assert float(line.split(": ")[-1].split()[0]) > 2.0  # bytes/token on the held-out paragraphs
 
 
 def test_cli_train_and_eval(tmp_path, capsys):
