@@ -22,10 +22,14 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
+
+if TYPE_CHECKING:
+    from smelt.textio import TextOptions
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -255,14 +259,27 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--whole-file", action="store_true", help=".txt: each file is one document")
 
 
-def text_options(args: argparse.Namespace):
+def _unescape(s: str) -> str:
+    r"""Shell-friendly escapes in a separator: \n \r \t \0 and \\ (other text, non-ASCII too, is kept as is)."""
+    table = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\"}
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s) and s[i + 1] in table:
+            out.append(table[s[i + 1]])
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def text_options(args: argparse.Namespace) -> TextOptions:
     """Turn the shared input flags into `TextOptions` (also used by `smelt tokenize`)."""
     from smelt.textio import TextOptions
     if args.split_lines:
         return TextOptions("lines", text_field=args.text_field)
     if args.doc_separator is not None:
-        sep = args.doc_separator.encode("utf-8").decode("unicode_escape")
-        return TextOptions("separator", separator=sep, text_field=args.text_field)
+        return TextOptions("separator", separator=_unescape(args.doc_separator), text_field=args.text_field)
     if args.whole_file:
         return TextOptions("file", text_field=args.text_field)
     return TextOptions("paragraphs", text_field=args.text_field)

@@ -189,3 +189,9 @@ def test_small_corpus_warns_about_vocab():
     with pytest.warns(UserWarning, match="vocab_size"):
         tok = Tokenizer.train(["ab ab ab"], vocab_size=5000)
     assert tok.vocab_size < 5000
+
+
+def test_doc_separator_escapes():
+    from smelt.tokenizer import _unescape
+
+    assert _unescape(r"\n---\n") == "\n---\n" and _unescape(r"a\\nb") == "a\\nb" and _unescape("§é\\t") == "§é\t"
