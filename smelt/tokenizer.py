@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -305,11 +306,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _compression(tok: Tokenizer, texts: list[str]) -> tuple[int, int]:
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = 0
-    for i in range(0, len(texts), 1024):
-        n_tokens += sum(len(ids) for ids in tok.encode_batch(texts[i:i + 1024]))
+def _compression(tok: Tokenizer, texts: Iterable[str], batch: int = 1024) -> tuple[int, int]:
+    """(UTF-8 bytes, tokens) over `texts`, streamed in batches so a large corpus never sits in memory."""
+    n_bytes = n_tokens = 0
+    buf: list[str] = []
+    for t in itertools.chain(texts, [None]):  # None flushes the last batch
+        if t is not None:
+            buf.append(t)
+            n_bytes += len(t.encode("utf-8"))
+        if buf and (t is None or len(buf) >= batch):
+            n_tokens += sum(len(ids) for ids in tok.encode_batch(buf))
+            buf = []
     return n_bytes, n_tokens
 
 
@@ -324,9 +331,8 @@ def main(argv: list[str]) -> int:
     opts = text_options(args)
     if args.cmd == "eval":
         tok = Tokenizer.load(args.tokenizer)
-        texts = list(iter_documents(args.input, opts, report))
+        n_bytes, n_tokens = _compression(tok, iter_documents(args.input, opts, report))
         print(report.summary(), file=sys.stderr)
-        n_bytes, n_tokens = _compression(tok, texts)
         print(f"{n_bytes:,} bytes -> {n_tokens:,} tokens: {n_bytes / max(n_tokens, 1):.3f} bytes/token "
               f"(vocab {tok.vocab_size:,}, fingerprint {tok.fingerprint})")
         return 0
