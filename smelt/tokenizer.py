@@ -188,6 +188,18 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self._hf.id_to_token(int(i))
 
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token id stands for (0 for the special tokens), as an int64 array of vocab_size.
+
+        For bits-per-byte that ignores special tokens (nanochat's convention): sum the loss over targets with
+        token_bytes > 0 and divide by the sum of their token_bytes. Each byte-level symbol is exactly one byte.
+        """
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for tok, i in self._hf.get_vocab(with_added_tokens=False).items():
+            if i >= len(SPECIAL_TOKENS):
+                out[i] = len(tok)
+        return out
+
     @property
     def fingerprint(self) -> str:
         """Short sha256 of tokenizer.json: shards and checkpoints record it to catch a tokenizer mix-up."""

@@ -54,6 +54,13 @@ def test_round_trip_tricky_unicode(tok, text):
     assert tok.decode(tok.encode(text, bos=True, eos=True), skip_special=True) == text
 
 
+def test_token_bytes_add_up(tok):
+    tb = tok.token_bytes()
+    assert len(tb) == tok.vocab_size and not tb[:len(SPECIAL_TOKENS)].any() and (tb[len(SPECIAL_TOKENS):] > 0).all()
+    for text in TRICKY:
+        assert sum(tb[i] for i in tok.encode(text, bos=True, eos=True)) == len(text.encode("utf-8"))
+
+
 def test_special_strings_in_text_are_plain_text(tok):
     ids = tok.encode("<|bos|>hello<|eos|><|end|>")
     assert not set(ids) & set(range(len(SPECIAL_TOKENS)))
