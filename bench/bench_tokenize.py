@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -75,7 +76,7 @@ def main() -> int:
                 n_bytes += len(d.encode("utf-8"))
     tok_dir = args.tokenizer
     if not tok_dir:
-        tok_dir = str(Path(os.environ.get("TMPDIR", "/tmp")) / "smelt-bench-tok")
+        tok_dir = str(Path(tempfile.gettempdir()) / "smelt-bench-tok")
         Tokenizer.train(docs, vocab_size=4096).save(tok_dir)
     tok = Tokenizer.load(tok_dir)
     chunks = [docs[i:i + args.chunk] for i in range(0, len(docs), args.chunk)]
