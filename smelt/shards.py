@@ -21,6 +21,7 @@ half-written `.bin`.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import struct
 from collections.abc import Iterator
@@ -226,7 +227,32 @@ def split_shards(folder: str | os.PathLike, split: str) -> list[Shard]:
     fps = {s.fingerprint for s in shards}
     if len(fps) > 1:
         raise ShardError(f"{folder}: {split} shards come from different tokenizers (fingerprints {sorted(fps)})")
+    _check_meta(folder, split, shards)
     return shards
+
+
+def _check_meta(folder: Path, split: str, shards: list[Shard]) -> None:
+    """If meta.json is present, the shard files must be exactly the ones it lists, with its token counts:
+    a stray or missing shard (an interrupted copy, leftovers of another run) would silently change the data."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        info = meta["splits"][split]
+        listed, tokens = list(info["shards"]), int(info["tokens"])
+        fingerprint = meta["tokenizer"]["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ShardError(f"{meta_path}: unreadable or no entry for the {split!r} split ({e!r})") from None
+    found = [s.path.name for s in shards]
+    if found != listed:
+        raise ShardError(f"{folder}: {split} shards on disk {found} differ from those meta.json lists {listed}")
+    if sum(s.n_tokens for s in shards) != tokens:
+        raise ShardError(f"{folder}: {split} shards hold {sum(s.n_tokens for s in shards):,} tokens but meta.json "
+                         f"says {tokens:,}")
+    if shards[0].fingerprint != fingerprint:
+        raise ShardError(f"{folder}: shards were written with tokenizer {shards[0].fingerprint} but meta.json "
+                         f"names {fingerprint}")
 
 
 class TokenLoader:

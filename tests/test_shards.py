@@ -248,6 +248,10 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     loader = TokenLoader(out, split="val", batch_size=2, seq_len=8)
     assert loader.next_batch().shape == (2, 9) and loader.bytes == meta["splits"]["val"]["bytes"]
+    # a stray shard that meta.json does not list is refused rather than silently trained on
+    (out / "train_00000.bin").rename(out / "train_00099.bin")
+    with pytest.raises(ShardError, match="differ from those meta.json lists"):
+        TokenLoader(out)
 
 
 def test_tokenize_txt_paragraphs_and_hash_split(tmp_path):
