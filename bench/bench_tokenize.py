@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,6 +39,23 @@ def _encode_chunk(chunk: list[str]) -> list[list[int]]:
     return _WORKER.encode_batch(chunk)
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time of this process (all threads) plus the given live processes (Linux /proc; 0 for them elsewhere).
+
+    Wall time depends on what else the machine is doing; CPU seconds per MB is the load-independent cost.
+    """
+    t = os.times()
+    total = t.user + t.system
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default="gutenberg_train", help="file or dataset name (default gutenberg_train)")
@@ -58,7 +76,7 @@ def main() -> int:
                 n_bytes += len(d.encode("utf-8"))
     tok_dir = args.tokenizer
     if not tok_dir:
-        tok_dir = str(Path(os.environ.get("TMPDIR", "/tmp")) / "smelt-bench-tok")
+        tok_dir = str(Path(tempfile.gettempdir()) / "smelt-bench-tok")
         Tokenizer.train(docs, vocab_size=4096).save(tok_dir)
     tok = Tokenizer.load(tok_dir)
     chunks = [docs[i:i + args.chunk] for i in range(0, len(docs), args.chunk)]
@@ -70,19 +88,25 @@ def main() -> int:
         "rust-batch": lambda: [ids for c in chunks for ids in tok.encode_batch(c)],
         "pool": lambda: [ids for r in pool.imap(_encode_chunk, chunks) for ids in r],
     }
+    pids = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
     reference = methods["loop"]()
     times: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(args.rounds):
         for name, fn in methods.items():
-            t = time.perf_counter()
+            c, t = _cpu_seconds(pids), time.perf_counter()
             out = fn()
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(_cpu_seconds(pids) - c)
             assert out == reference, f"{name} encodes differently"
     pool.close()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average during the run: {load:.1f} (wall-clock rates drop when other work shares the CPUs)")
     base = statistics.median(times["loop"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:>10}: {n_bytes / med / 1e6:6.2f} MB/s  {base / med:5.2f}x vs loop")
+        cpu_mb = statistics.median(cpu[name]) / (n_bytes / 1e6)
+        print(f"{name:>10}: {n_bytes / med / 1e6:6.2f} MB/s  {base / med:5.2f}x vs loop  {cpu_mb:5.2f} CPU-s/MB")
     return 0
 
 

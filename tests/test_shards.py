@@ -39,6 +39,23 @@ def test_write_read_roundtrip(tmp_path):
     assert sum(s.n_bytes for s in shards) == info["bytes"]
 
 
+def test_shuffled_writer_is_a_seeded_permutation(tmp_path):
+    docs = _docs(50)
+    for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        w = SplitWriter(tmp_path / name, "train", 500, FP, shard_tokens=400, shuffle_seed=seed)
+        (tmp_path / name).mkdir()
+        for d in docs:
+            w.add(d, 1)
+        assert w.close()["docs"] == 50
+    got = {n: [s.doc(i).tolist() for s in split_shards(tmp_path / n, "train") for i in range(len(s))]
+           for n in "abc"}
+    assert got["a"] == got["b"] != got["c"]  # deterministic per seed
+    assert got["a"] != [d.tolist() for d in docs] and sorted(got["a"]) == sorted(d.tolist() for d in docs)
+    # shuffling stays inside a shard: the first shard holds exactly the first documents, reordered
+    first = split_shards(tmp_path / "a", "train")[0]
+    assert sorted(first.doc(i).tolist() for i in range(len(first))) == sorted(d.tolist() for d in docs[:len(first)])
+
+
 def test_uint32_for_big_vocab(tmp_path):
     w = ShardWriter(tmp_path / "x.bin", 100_000, FP)
     w.add([0, 70_000, 99_999, 1], 5)
@@ -214,7 +231,7 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "shards"
     rc = cli_main(["tokenize", "--input", str(src), "--tokenizer", str(tmp_path / "tok"), "--out", str(out),
-                   "--val-docs", "5", "--shard-tokens", "300"])
+                   "--val-docs", "5", "--shard-tokens", "300", "--no-shuffle"])
     assert rc == 0
     err = capsys.readouterr().err
     assert "1 malformed" in err and f"{src}:4: invalid JSON" in err
@@ -231,6 +248,10 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     loader = TokenLoader(out, split="val", batch_size=2, seq_len=8)
     assert loader.next_batch().shape == (2, 9) and loader.bytes == meta["splits"]["val"]["bytes"]
+    # a stray shard that meta.json does not list is refused rather than silently trained on
+    (out / "train_00000.bin").rename(out / "train_00099.bin")
+    with pytest.raises(ShardError, match="differ from those meta.json lists"):
+        TokenLoader(out)
 
 
 def test_tokenize_txt_paragraphs_and_hash_split(tmp_path):
