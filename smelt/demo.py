@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     steps = args.steps or (2000 if gpu else 500)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = str(resolve(args.data))
+    data = str(resolve(args.data, allow_download=True))
     t_all = time.time()
 
     tok_dir, shard_dir, run_dir = out / "tokenizer", out / "shards", out / "pretrain"

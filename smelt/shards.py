@@ -21,8 +21,10 @@ half-written `.bin`.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,28 +98,60 @@ class ShardWriter:
 class SplitWriter:
     """Write one split (`train`/`val`) as numbered shards of about `shard_tokens` tokens each.
 
-    Documents never straddle two shards: a new shard starts once the current one holds >= shard_tokens tokens,
-    so a shard can exceed the target by at most one document.
+    Documents never straddle two shards: a shard is closed once it holds >= shard_tokens tokens, so it can exceed
+    the target by at most one document. With `shuffle_seed`, each shard's documents are held in memory and written
+    in a seeded random order, so consecutive training windows mix documents from across the input instead of
+    walking through it in order (the loader then shuffles the shard order per epoch). Memory: one shard.
     """
 
-    def __init__(self, folder: str | os.PathLike, split: str, vocab_size: int, fingerprint: str, shard_tokens: int):
+    def __init__(self, folder: str | os.PathLike, split: str, vocab_size: int, fingerprint: str, shard_tokens: int,
+                 shuffle_seed: int | None = None):
         self.folder, self.split = Path(folder), split
         self.vocab_size, self.fingerprint, self.shard_tokens = vocab_size, fingerprint, shard_tokens
+        self.shuffle_seed = shuffle_seed
         self.current: ShardWriter | None = None
+        self.pending: list[tuple[np.ndarray | list[int], int]] = []  # documents of the shard being shuffled
+        self.pending_tokens = 0
         self.shards: list[str] = []
         self.tokens = self.docs = self.bytes = 0
 
     def add(self, ids: np.ndarray | list[int], n_bytes: int) -> None:
-        if self.current is not None and self.current.n_tokens >= self.shard_tokens:
-            self._finish()
-        if self.current is None:
-            name = f"{self.split}_{len(self.shards):05d}.bin"
-            self.current = ShardWriter(self.folder / name, self.vocab_size, self.fingerprint)
-            self.shards.append(name)
-        self.current.add(ids, n_bytes)
+        if self.shuffle_seed is None:
+            self._write(ids, n_bytes)
+        else:
+            self.pending.append((ids, n_bytes))
+            self.pending_tokens += len(ids)
+            if self.pending_tokens >= self.shard_tokens:
+                self._flush_pending()
         self.tokens += len(ids)
         self.docs += 1
         self.bytes += n_bytes
+
+    def _write(self, ids: np.ndarray | list[int], n_bytes: int) -> None:
+        if self.current is not None and self.current.n_tokens >= self.shard_tokens:
+            self._finish()
+        if self.current is None:
+            self._open()
+        assert self.current is not None
+        self.current.add(ids, n_bytes)
+
+    def _open(self) -> None:
+        name = f"{self.split}_{len(self.shards):05d}.bin"
+        self.current = ShardWriter(self.folder / name, self.vocab_size, self.fingerprint)
+        self.shards.append(name)
+
+    def _flush_pending(self) -> None:
+        """Write the held documents, shuffled, as one whole shard."""
+        if not self.pending:
+            return
+        # Seeded by (seed, split, shard number): the same inputs always give the same files.
+        rng = np.random.default_rng([self.shuffle_seed, self.split == "val", len(self.shards)])
+        self._open()
+        assert self.current is not None
+        for i in rng.permutation(len(self.pending)):
+            self.current.add(*self.pending[i])
+        self._finish()
+        self.pending, self.pending_tokens = [], 0
 
     def _finish(self) -> None:
         if self.current is not None:
@@ -125,6 +159,7 @@ class SplitWriter:
             self.current = None
 
     def close(self) -> dict[str, Any]:
+        self._flush_pending()
         self._finish()
         return {"tokens": self.tokens, "docs": self.docs, "bytes": self.bytes, "shards": self.shards}
 
@@ -192,7 +227,32 @@ def split_shards(folder: str | os.PathLike, split: str) -> list[Shard]:
     fps = {s.fingerprint for s in shards}
     if len(fps) > 1:
         raise ShardError(f"{folder}: {split} shards come from different tokenizers (fingerprints {sorted(fps)})")
+    _check_meta(folder, split, shards)
     return shards
+
+
+def _check_meta(folder: Path, split: str, shards: list[Shard]) -> None:
+    """If meta.json is present, the shard files must be exactly the ones it lists, with its token counts:
+    a stray or missing shard (an interrupted copy, leftovers of another run) would silently change the data."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        info = meta["splits"][split]
+        listed, tokens = list(info["shards"]), int(info["tokens"])
+        fingerprint = meta["tokenizer"]["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ShardError(f"{meta_path}: unreadable or no entry for the {split!r} split ({e!r})") from None
+    found = [s.path.name for s in shards]
+    if found != listed:
+        raise ShardError(f"{folder}: {split} shards on disk {found} differ from those meta.json lists {listed}")
+    if sum(s.n_tokens for s in shards) != tokens:
+        raise ShardError(f"{folder}: {split} shards hold {sum(s.n_tokens for s in shards):,} tokens but meta.json "
+                         f"says {tokens:,}")
+    if shards[0].fingerprint != fingerprint:
+        raise ShardError(f"{folder}: shards were written with tokenizer {shards[0].fingerprint} but meta.json "
+                         f"names {fingerprint}")
 
 
 class TokenLoader:
@@ -213,6 +273,7 @@ class TokenLoader:
 
     Resume guarantee: `load_state_dict(state_dict())` on a fresh loader with the same arguments yields exactly the
     batches the original would have produced next. The state is small JSON (the buffer is stored as references).
+    There is no mutable RNG to save: the shard order of epoch e is a pure function of (seed, e).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", batch_size: int = 8, seq_len: int = 256,
@@ -224,6 +285,8 @@ class TokenLoader:
             raise ConfigError(f"rank: must be in [0, world_size={world_size}), got {rank}")
         if packing not in ("sequential", "bestfit"):
             raise ConfigError(f"packing: {packing!r} is not one of ['sequential', 'bestfit']")
+        if seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {seed}")
         if buffer_docs < 1:
             raise ConfigError(f"buffer_docs: must be >= 1, got {buffer_docs}")
         self.path, self.split = Path(path), split
@@ -338,6 +401,24 @@ class TokenLoader:
     def __iter__(self):
         while True:
             yield self.next_batch()
+
+    def epoch_batches(self) -> Iterator[Any]:
+        """One pass over the split for evaluation, independent of (and not moving) the training cursor.
+
+        Sequential windows of epoch 0, strided by rank, stopping before a window would run past the end of the
+        epoch; the last batch may have fewer rows. Every token but the final partial window's is a target exactly
+        once across ranks (at most seq_len - 1 tokens per split are left out).
+        """
+        import torch
+
+        n_windows = (self.tokens - 1) // self.seq_len
+        mine = list(range(self.rank, n_windows, self.world_size))
+        for i in range(0, len(mine), self.batch_size):
+            ks = mine[i:i + self.batch_size]
+            out = np.empty((len(ks), self.seq_len + 1), dtype=np.int64)
+            for row, k in zip(out, ks):
+                self._read(k * self.seq_len, self.seq_len + 1, row)
+            yield torch.from_numpy(out)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {

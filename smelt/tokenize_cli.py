@@ -7,13 +7,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 from smelt.config import check, doc
-
 from smelt.shards import SplitWriter, dtype_for_vocab
 from smelt.textio import ReadReport, TextOptions, expand_inputs, is_val, iter_documents
 
@@ -28,7 +28,8 @@ dataset names such as `tinyshakespeare`:
   .jsonl(.gz)      one JSON object per line, text in field "text" (--text-field). A malformed line is counted and
                    reported as file:line, and skipped; it never stops the run.
   .parquet         the text column (needs pyarrow)
-Every document is stored as <|bos|> tokens <|eos|>.
+Every document is stored as <|bos|> tokens <|eos|>, never split across shards; each shard's documents are written
+in a seeded random order (--no-shuffle keeps input order).
 
 Output folder: train_00000.bin, ..., val_00000.bin, ... and meta.json (tokens, documents and UTF-8 bytes per
 split, so bits-per-byte = nats / (ln 2 × bytes); the tokenizer path and fingerprint; inputs; the val rule; what was
@@ -44,10 +45,11 @@ class TokenizeConfig:
     tokenizer: str = doc("", "tokenizer folder from `smelt tokenizer train`")
     out: str = doc("", "output shard folder")
     val_fraction: float = doc(0.1, "fraction of documents for val (content hash < fraction); ignored with val_docs")
-    val_docs: Optional[int] = doc(None, "if set, the first N documents (input order) are val instead")
-    seed: int = doc(0, "seed (key) of the val hash")
+    val_docs: int | None = doc(None, "if set, the first N documents (input order) are val instead")
+    seed: int = doc(0, "seed (key) of the val hash and of the in-shard shuffle")
     shard_tokens: int = doc(10_000_000, "target tokens per shard file; documents are never split across shards")
     workers: int = doc(0, "tokeniser threads (0 = all cores)")
+    shuffle: bool = doc(True, "write each shard's documents in a seeded random order (input order if false)")
     txt_mode: Literal["paragraphs", "lines", "separator", "file"] = doc("paragraphs", ".txt: how documents are cut")
     separator: str = doc("", ".txt: the separator for txt_mode = separator")
     text_field: str = doc("text", "jsonl key / parquet column with the text")
@@ -78,10 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"fraction of documents for val (default {d.val_fraction})")
     g.add_argument("--val-docs", type=int, default=None, help="the first N documents are val")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the val hash (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the val hash and the in-shard shuffle (default 0)")
     p.add_argument("--shard-tokens", type=lambda s: int(s.replace("_", "")), default=d.shard_tokens,
                    help="target tokens per shard file (default 10_000_000); documents are never split")
-    p.add_argument("--workers", type=int, default=d.workers, help="tokeniser threads (default 0 = all cores)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="tokeniser threads (default 0 = all cores; sets RAYON_NUM_THREADS, which the Rust thread "
+                        "pool reads once, at the first batch encode of the process)")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="keep input order inside shards (default: each shard's documents are shuffled with --seed, "
+                        "so consecutive training windows mix documents from across the input)")
     p.add_argument("--overwrite", action="store_true", help="replace shards and meta.json already in --out")
     return p
 
@@ -121,12 +128,16 @@ def main(argv: list[str]) -> int:
     opts = text_options(args)
     cfg = TokenizeConfig(inputs=args.input, tokenizer=args.tokenizer, out=args.out, val_fraction=args.val_fraction,
                          val_docs=args.val_docs, seed=args.seed, shard_tokens=args.shard_tokens,
-                         workers=args.workers, txt_mode=opts.txt_mode, separator=opts.separator,
-                         text_field=opts.text_field, overwrite=args.overwrite)
+                         workers=args.workers, shuffle=not args.no_shuffle, txt_mode=opts.txt_mode,
+                         separator=opts.separator, text_field=opts.text_field, overwrite=args.overwrite)
     meta, seconds = tokenize(cfg)
     n_bytes = sum(s["bytes"] for s in meta["splits"].values())
     n_tok = sum(s["tokens"] for s in meta["splits"].values())
-    for s, info in meta["splits"].items():
+    for s in ("train", "val"):
+        info = meta["splits"].get(s)
+        if info is None:
+            print(f"{s}: no documents (no shards written)")
+            continue
         print(f"{s}: {info['docs']:,} docs, {info['tokens']:,} tokens, {info['bytes']:,} bytes in "
               f"{len(info['shards'])} shard(s)")
     print(f"wrote {cfg.out} in {seconds:.1f}s ({n_bytes / max(seconds, 1e-9) / 1e6:.2f} MB/s, "
@@ -151,12 +162,14 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
     files = expand_inputs(cfg.inputs)  # fail on a missing input before writing anything
     _prepare_out(out, cfg.overwrite)
     _, dtype = dtype_for_vocab(tok.vocab_size)
-    writers = {s: SplitWriter(out, s, tok.vocab_size, tok.fingerprint, cfg.shard_tokens) for s in ("train", "val")}
+    writers = {s: SplitWriter(out, s, tok.vocab_size, tok.fingerprint, cfg.shard_tokens,
+                              shuffle_seed=cfg.seed if cfg.shuffle else None) for s in ("train", "val")}
 
-    # Encoding goes through tokenizers' Rust batch path, which spreads a batch over all cores with threads.
-    # Measured on 2 cores (Gutenberg, 12 MB): Rust batch 6.4 MB/s, Rust batch on 1 thread 3.3 MB/s, a
-    # multiprocessing.Pool(2) of single-threaded workers 1.6 MB/s: sending millions of token ids back from worker
-    # processes as pickled Python ints costs more than the tokenisation itself.
+    # Encoding goes through tokenizers' Rust batch path, which spreads each batch over all cores with threads.
+    # bench/bench_tokenize.py compares it with a multiprocessing.Pool of single-threaded workers on 2 cores:
+    # the Rust path costs the least CPU per MB (0.35 CPU-s/MB vs 0.39 for the pool and 0.44 for a per-document
+    # loop, Gutenberg paragraphs, 4k vocab) because the pool must pickle every token id back to this process as
+    # a Python int; with the cores free the Rust path ran at 6.4 MB/s against 1.6 MB/s for the pool.
     from tqdm import tqdm
 
     compressed = any(f.name.endswith((".gz", ".bz2", ".parquet")) for f in files)
@@ -176,7 +189,9 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
             bar.update(len(raw))
     bar.close()
     dt = time.time() - t0
-    splits = {s: w.close() for s, w in writers.items()}
+    # A split that got no documents (e.g. val_fraction 0) has no shards and is left out of meta.json, so readers
+    # can test `"val" in meta["splits"]` instead of tripping over an empty split.
+    splits = {s: info for s, w in writers.items() if (info := w.close())["docs"]}
     if report.malformed or report.empty or report.unsupported_files:
         print(f"smelt tokenize: {report.summary()}", file=sys.stderr)
     if index == 0:
@@ -188,7 +203,8 @@ def tokenize(cfg: TokenizeConfig) -> tuple[dict[str, Any], float]:
         "format": "smelt-shards", "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "fingerprint": tok.fingerprint,
                       "vocab_size": tok.vocab_size},
-        "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
+        "vocab_size": tok.vocab_size, "dtype": dtype.name, "doc_layout": "<|bos|> tokens <|eos|>", "shard_tokens": cfg.shard_tokens,
+        "doc_order": f"shuffled within each shard (seed {cfg.seed})" if cfg.shuffle else "input order",
         "inputs": list(cfg.inputs), "files": report.files, "txt_mode": opts.txt_mode,
         "text_field": opts.text_field, "val_rule": rule, "splits": splits, "read": report.to_dict(),
         "seconds": round(dt, 3),

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import sys
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
+
+if TYPE_CHECKING:
+    from smelt.textio import TextOptions
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -62,7 +67,7 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-              show_progress: bool = False) -> "Tokenizer":
+              show_progress: bool = False) -> Tokenizer:
         """Train on an iterable of documents. Specials get ids 0..6, the 256 byte symbols come next, then merges."""
         floor = len(SPECIAL_TOKENS) + 256
         if vocab_size < floor:
@@ -79,12 +84,19 @@ class Tokenizer:
             # so unseen bytes (an emoji in a Shakespeare-only tokenizer) still encode.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         hf.train_from_iterator(texts, trainer)
+        if hf.get_vocab_size() < vocab_size:
+            warnings.warn(f"vocab_size: asked for {vocab_size}, but the corpus only supports {hf.get_vocab_size()} "
+                          f"tokens at min_frequency={min_frequency}; the tokenizer is smaller", stacklevel=2)
         return cls(hf)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         folder = Path(path)
+        if folder.is_file() and folder.name == HF_FILE:  # pointed at the file inside the folder: be forgiving
+            folder = folder.parent
         f = folder / HF_FILE
+        if folder.is_file():
+            raise TokenizerError(f"{folder}: is a file; expected a tokenizer folder (with {HF_FILE})")
         if not folder.is_dir():
             raise TokenizerError(f"{folder}: tokenizer folder does not exist")
         if not f.is_file():
@@ -176,6 +188,18 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self._hf.id_to_token(int(i))
 
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token id stands for (0 for the special tokens), as an int64 array of vocab_size.
+
+        For bits-per-byte that ignores special tokens (nanochat's convention): sum the loss over targets with
+        token_bytes > 0 and divide by the sum of their token_bytes. Each byte-level symbol is exactly one byte.
+        """
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for tok, i in self._hf.get_vocab(with_added_tokens=False).items():
+            if i >= len(SPECIAL_TOKENS):
+                out[i] = len(tok)
+        return out
+
     @property
     def fingerprint(self) -> str:
         """Short sha256 of tokenizer.json: shards and checkpoints record it to catch a tokenizer mix-up."""
@@ -248,14 +272,27 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--whole-file", action="store_true", help=".txt: each file is one document")
 
 
-def text_options(args: argparse.Namespace):
+def _unescape(s: str) -> str:
+    r"""Shell-friendly escapes in a separator: \n \r \t \0 and \\ (other text, non-ASCII too, is kept as is)."""
+    table = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\"}
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s) and s[i + 1] in table:
+            out.append(table[s[i + 1]])
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def text_options(args: argparse.Namespace) -> TextOptions:
     """Turn the shared input flags into `TextOptions` (also used by `smelt tokenize`)."""
     from smelt.textio import TextOptions
     if args.split_lines:
         return TextOptions("lines", text_field=args.text_field)
     if args.doc_separator is not None:
-        sep = args.doc_separator.encode("utf-8").decode("unicode_escape")
-        return TextOptions("separator", separator=sep, text_field=args.text_field)
+        return TextOptions("separator", separator=_unescape(args.doc_separator), text_field=args.text_field)
     if args.whole_file:
         return TextOptions("file", text_field=args.text_field)
     return TextOptions("paragraphs", text_field=args.text_field)
@@ -281,11 +318,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _compression(tok: Tokenizer, texts: list[str]) -> tuple[int, int]:
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = 0
-    for i in range(0, len(texts), 1024):
-        n_tokens += sum(len(ids) for ids in tok.encode_batch(texts[i:i + 1024]))
+def _compression(tok: Tokenizer, texts: Iterable[str], batch: int = 1024) -> tuple[int, int]:
+    """(UTF-8 bytes, tokens) over `texts`, streamed in batches so a large corpus never sits in memory."""
+    n_bytes = n_tokens = 0
+    buf: list[str] = []
+    for t in itertools.chain(texts, [None]):  # None flushes the last batch
+        if t is not None:
+            buf.append(t)
+            n_bytes += len(t.encode("utf-8"))
+        if buf and (t is None or len(buf) >= batch):
+            n_tokens += sum(len(ids) for ids in tok.encode_batch(buf))
+            buf = []
     return n_bytes, n_tokens
 
 
@@ -300,9 +343,8 @@ def main(argv: list[str]) -> int:
     opts = text_options(args)
     if args.cmd == "eval":
         tok = Tokenizer.load(args.tokenizer)
-        texts = list(iter_documents(args.input, opts, report))
+        n_bytes, n_tokens = _compression(tok, iter_documents(args.input, opts, report))
         print(report.summary(), file=sys.stderr)
-        n_bytes, n_tokens = _compression(tok, texts)
         print(f"{n_bytes:,} bytes -> {n_tokens:,} tokens: {n_bytes / max(n_tokens, 1):.3f} bytes/token "
               f"(vocab {tok.vocab_size:,}, fingerprint {tok.fingerprint})")
         return 0

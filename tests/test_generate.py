@@ -117,7 +117,7 @@ def test_cli(tmp_path, capsys):
     tok_mod = pytest.importorskip("smelt.tokenizer")
     from smelt.cli import main
     from smelt.train.checkpoint import save_checkpoint
-    tok = tok_mod.Tokenizer.train(["to be or not to be, that is the question"] * 20, vocab_size=300)
+    tok = tok_mod.Tokenizer.train([f"to be or not to be, that is question {i}" for i in range(300)], vocab_size=300)
     run = tmp_path / "run"
     save_checkpoint(run, 1, build_model(preset("debug", n_layers=1, vocab_size=tok.vocab_size)), None, {})
     tok.save(run / "tokenizer")
@@ -126,3 +126,9 @@ def test_cli(tmp_path, capsys):
     assert main(["generate", str(run), "--prompt", "hi", "--max-tokens", "4", "--chat", "--num-samples", "2",
                  "--seed", "1"]) == 0
     assert capsys.readouterr().out.count("--- sample") == 2
+
+
+def test_stream_checks_arguments_at_call(model):
+    with pytest.raises(ValueError, match="max_seq_len"):
+        stream(model, list(range(64)), 3)  # no next(): the error comes from the call itself
+    assert list(stream(model, [1, 2], 0)) == []

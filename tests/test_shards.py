@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smelt.cli import main as cli_main
-from smelt.shards import HEADER_SIZE, Shard, ShardError, ShardWriter, SplitWriter, TokenLoader, split_shards
+from smelt.shards import Shard, ShardError, ShardWriter, SplitWriter, TokenLoader, split_shards
 from smelt.tokenizer import Tokenizer
 
 FP = "0123456789abcdef"
@@ -37,6 +37,23 @@ def test_write_read_roundtrip(tmp_path):
     assert len(got) == len(docs) and all(np.array_equal(a, b) for a, b in zip(got, docs))
     assert all(s.dtype == np.uint16 and s.fingerprint == FP for s in shards)
     assert sum(s.n_bytes for s in shards) == info["bytes"]
+
+
+def test_shuffled_writer_is_a_seeded_permutation(tmp_path):
+    docs = _docs(50)
+    for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        w = SplitWriter(tmp_path / name, "train", 500, FP, shard_tokens=400, shuffle_seed=seed)
+        (tmp_path / name).mkdir()
+        for d in docs:
+            w.add(d, 1)
+        assert w.close()["docs"] == 50
+    got = {n: [s.doc(i).tolist() for s in split_shards(tmp_path / n, "train") for i in range(len(s))]
+           for n in "abc"}
+    assert got["a"] == got["b"] != got["c"]  # deterministic per seed
+    assert got["a"] != [d.tolist() for d in docs] and sorted(got["a"]) == sorted(d.tolist() for d in docs)
+    # shuffling stays inside a shard: the first shard holds exactly the first documents, reordered
+    first = split_shards(tmp_path / "a", "train")[0]
+    assert sorted(first.doc(i).tolist() for i in range(len(first))) == sorted(d.tolist() for d in docs[:len(first)])
 
 
 def test_uint32_for_big_vocab(tmp_path):
@@ -145,8 +162,7 @@ def test_exact_resume_across_epochs(corpus, packing):
         b.load_state_dict(state)
         got = _take(b, 3 * per_epoch - cut)
         assert all(np.array_equal(x, y) for x, y in zip(got, expected[cut:])), f"diverged after resume at {cut}"
-    if packing == "sequential":
-        assert ref.state_dict()["epoch"] >= 2
+    assert ref.state_dict()["epoch"] >= 2  # the reference run really crossed epoch boundaries
 
 
 def test_resume_rejects_changed_settings(corpus):
@@ -215,12 +231,13 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "shards"
     rc = cli_main(["tokenize", "--input", str(src), "--tokenizer", str(tmp_path / "tok"), "--out", str(out),
-                   "--val-docs", "5", "--shard-tokens", "300"])
+                   "--val-docs", "5", "--shard-tokens", "300", "--no-shuffle"])
     assert rc == 0
     err = capsys.readouterr().err
     assert "1 malformed" in err and f"{src}:4: invalid JSON" in err
     meta = json.loads((out / "meta.json").read_text())
     assert meta["read"]["malformed"] == 1 and meta["tokenizer"]["fingerprint"] == tok.fingerprint
+    assert meta["vocab_size"] == meta["tokenizer"]["vocab_size"] == 320 and meta["dtype"] == "uint16"
     assert meta["splits"]["val"]["docs"] == 5 and meta["splits"]["train"]["docs"] == 35
     assert meta["splits"]["train"]["bytes"] == sum(len(t.encode()) for t in texts[5:])
     got = [s.doc(i).tolist() for s in split_shards(out, "train") for i in range(len(s))]
@@ -231,10 +248,14 @@ def test_tokenize_cli_end_to_end(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     loader = TokenLoader(out, split="val", batch_size=2, seq_len=8)
     assert loader.next_batch().shape == (2, 9) and loader.bytes == meta["splits"]["val"]["bytes"]
+    # a stray shard that meta.json does not list is refused rather than silently trained on
+    (out / "train_00000.bin").rename(out / "train_00099.bin")
+    with pytest.raises(ShardError, match="differ from those meta.json lists"):
+        TokenLoader(out)
 
 
 def test_tokenize_txt_paragraphs_and_hash_split(tmp_path):
-    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=280)
+    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=270)
     tok.save(tmp_path / "tok")
     src = tmp_path / "a.txt"
     paras = [f"para {i}\nline two\r\n" for i in range(200)]
@@ -256,3 +277,27 @@ def test_tokenize_config_validation_and_help(tmp_path, capsys):
         tokenize(TokenizeConfig(inputs=["x"], tokenizer="t", out=str(tmp_path), val_fraction=1.5))
     assert cli_main(["tokenize", "--help"]) == 0
     assert "blank lines" in capsys.readouterr().out
+
+
+def test_tokenize_without_val(tmp_path, capsys):
+    from smelt.tokenize_cli import TokenizeConfig, tokenize
+
+    tok = Tokenizer.train(["alpha beta gamma"] * 10, vocab_size=270)
+    tok.save(tmp_path / "tok")
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n\nthree\n")
+    meta, _ = tokenize(TokenizeConfig(inputs=[str(tmp_path / "a.txt")], tokenizer=str(tmp_path / "tok"),
+                                      out=str(tmp_path / "s"), val_fraction=0.0))
+    assert list(meta["splits"]) == ["train"] and meta["splits"]["train"]["docs"] == 3
+    assert not list((tmp_path / "s").glob("val_*"))
+
+
+def test_epoch_batches_cover_split_once(corpus):
+    folder, _ = corpus
+    ld = TokenLoader(folder, batch_size=4, seq_len=10)
+    before = ld.state_dict()
+    rows = np.concatenate([b.numpy() for b in ld.epoch_batches()])
+    assert ld.state_dict() == before  # the training cursor did not move
+    assert len(rows) == (ld.tokens - 1) // 10
+    ranks = [np.concatenate([b.numpy() for b in TokenLoader(folder, batch_size=4, seq_len=10, rank=r,
+                                                             world_size=2).epoch_batches()]) for r in range(2)]
+    assert np.array_equal(ranks[0], rows[0::2]) and np.array_equal(ranks[1], rows[1::2])

@@ -178,3 +178,53 @@ def test_run_folder_records_config_and_seed(tmp_path):
     assert again == cfg
     info = json.loads((run / "run.json").read_text())
     assert info["seed"] == 7 and info["data_order"]["seed"] == 7
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "adafactor"])
+def test_other_optimizers_reduce_loss(tmp_path, name):
+    lr = {"adam": "3e-3", "sgd": "0.3", "adafactor": "3e-2"}[name]
+    cfg = tiny_cfg(tmp_path, "--optim.name", name, "--optim.lr", lr, "--train.steps", "30", "--train.log_every", "1",
+                   "--train.ckpt_every", "0", "--optim.warmup_steps", "0")
+
+    class Repeat:  # one fixed batch: any working optimizer must fit it
+        batch = torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(0))
+
+        def next_batch(self):
+            return self.batch
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, s):
+            pass
+
+    Trainer(cfg, build_model(cfg.model), CausalLM(), Repeat()).fit()
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_activation_checkpointing_gives_same_training(tmp_path):
+    a = tiny_cfg(tmp_path / "a", "--train.steps", "3", "--train.log_every", "1", "--train.ckpt_every", "0")
+    b = tiny_cfg(tmp_path / "b", "--train.steps", "3", "--train.log_every", "1", "--train.ckpt_every", "0",
+                 "--train.activation_checkpointing", "true")
+    out_a = Trainer(a, ma := build_model(a.model), CausalLM(), SyntheticTokens(512, 4, 32)).fit()
+    out_b = Trainer(b, mb := build_model(b.model), CausalLM(), SyntheticTokens(512, 4, 32)).fit()
+    assert out_a["loss"] == pytest.approx(out_b["loss"], rel=1e-6)
+    assert set(ma.state_dict()) == set(mb.state_dict())  # parameter names unchanged by the wrapper
+    for (n, p), q in zip(ma.named_parameters(), mb.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_early_stopping_and_keep_last(tmp_path):
+    cfg = tiny_cfg(tmp_path, "--train.steps", "50", "--train.eval_every", "2", "--train.early_stop_patience", "2",
+                   "--train.ckpt_every", "2", "--train.keep_last", "2")
+    calls = []
+
+    def worsening(model):  # validation that never improves after the first evaluation
+        calls.append(1)
+        return {"val_loss": float(len(calls))}
+
+    out = Trainer(cfg, build_model(cfg.model), CausalLM(), SyntheticTokens(512, 4, 32), evaluate=worsening).fit()
+    assert out["step"] == 6 and out["stop_reason"].startswith("early stop")
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-4", "step-6"]
+    assert out["best_val_loss"] == 1.0

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from smelt.model import KVCache, Transformer
-
 
 # ---- sampling -------------------------------------------------------------------------------------------------
 
@@ -168,14 +167,19 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
 def stream(model: Transformer, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, stop_tokens: set[int] | None = None, seed: int | None = None,
            use_cache: bool = True) -> Iterator[int]:
-    """Yield new tokens for one prompt as they are produced; the stop token, if hit, is yielded last."""
+    """Yield new tokens for one prompt as they are produced; the stop token, if hit, is yielded last.
+
+    Arguments are checked here, at the call, not at the first `next()`: a bad prompt fails where it was passed.
+    """
     _check_args(model, [prompt], max_new_tokens, temperature, top_k, top_p)
-    stop = set(stop_tokens or ())
     steps = _room(model, len(prompt), max_new_tokens)
-    if steps == 0:
-        return
     batch = torch.tensor([prompt], dtype=torch.long, device=model.embed.weight.device)
-    for nxt in _decode(model, batch, steps, temperature, top_k, top_p, _generator(model, seed), use_cache):
+    return _stream(_decode(model, batch, steps, temperature, top_k, top_p, _generator(model, seed), use_cache),
+                   set(stop_tokens or ()))
+
+
+def _stream(steps: Iterator[torch.Tensor], stop: set[int]) -> Iterator[int]:
+    for nxt in steps:
         tok = int(nxt.item())
         yield tok
         if tok in stop:
@@ -221,6 +225,10 @@ class _Printer:
             sys.stdout.flush()
             self.shown = len(text)
 
+    def finish(self) -> None:
+        """Print whatever is still held back (a byte sequence that never completed) and end the line."""
+        sys.stdout.write(self.tok.decode(self.ids)[self.shown:] + "\n")
+
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
@@ -241,8 +249,8 @@ def main(argv: list[str]) -> int:
         stop.add(tok.token_id("<|end|>"))
     else:
         prompt = tok.encode(args.prompt, bos=True)
-    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop_tokens=stop,
-              seed=args.seed, use_cache=not args.no_cache)
+    kw = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "stop_tokens": stop,
+          "seed": args.seed, "use_cache": not args.no_cache}
     if args.num_samples == 1:
         if not args.chat:
             sys.stdout.write(args.prompt)
@@ -250,7 +258,7 @@ def main(argv: list[str]) -> int:
         for t in stream(model, prompt, args.max_tokens, **kw):
             if t not in stop:
                 printer.add(t)
-        sys.stdout.write("\n")
+        printer.finish()
         return 0
     outs = generate(model, [prompt] * args.num_samples, args.max_tokens, **kw)
     for i, ids in enumerate(outs):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -302,7 +303,7 @@ def read_hf_tensors(folder: Path) -> dict[str, torch.Tensor]:
         if not path.exists():
             raise FileNotFoundError(f"{index}: shard {name} is missing")
         with safe_open(str(path), framework="pt") as sf:
-            for key in sf.keys():
+            for key in sf.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
                 tensors[key] = sf.get_tensor(key)
     return tensors
 
@@ -337,8 +338,8 @@ def import_hf(folder: str | Path, device: str | torch.device = "cpu", dtype: tor
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match {CONFIG_FILE}: missing "
-                         f"{[hf_name(m)[0] for m in missing[:5]]}, unexpected {[hf_name(u)[0] for u in unexpected[:5]]}")
+        names = [hf_name(m)[0] for m in missing[:5]], [hf_name(u)[0] for u in unexpected[:5]]
+        raise ValueError(f"{folder}: weights do not match {CONFIG_FILE}: missing {names[0]}, unexpected {names[1]}")
     for name, p in model.state_dict().items():
         if tuple(state[name].shape) != tuple(p.shape):
             raise ValueError(f"{folder}: tensor {hf_name(name)[0]} has shape {tuple(state[name].shape)}, "
@@ -370,5 +371,5 @@ def _import_tokenizer(folder: Path, cfg: ModelConfig):
     return tok
 
 
-__all__ = ["WEIGHT_MAP", "WeightRule", "TRANSFORMS", "hf_name", "smelt_name", "hf_config", "model_config_from_hf",
-           "hf_state_dict", "export_hf", "read_hf_tensors", "import_hf"]
+__all__ = ["TRANSFORMS", "WEIGHT_MAP", "WeightRule", "export_hf", "hf_config", "hf_name", "hf_state_dict",
+           "import_hf", "model_config_from_hf", "read_hf_tensors", "smelt_name"]

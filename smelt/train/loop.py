@@ -162,14 +162,15 @@ class Trainer:
                 with sync, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                           enabled=self.amp_dtype is not None):
                     part, metrics = self.objective.loss(fwd_model, batch)
-                    # Normalise by the target units of the whole step, not per micro-batch, so accumulation
-                    # gives exactly the gradient of one large batch.
-                    loss = part / max(n_units, 1.0)
+                    # Normalise by the target units of the whole step (all micro-batches, all ranks), not per
+                    # micro-batch, so accumulation gives exactly the gradient of one large batch. DDP averages
+                    # gradients over ranks, hence the world_size factor.
+                    loss = part * (self.dist.world_size / max(n_units, 1.0))
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
                 for k, v in metrics.items():
                     extra[k] = extra.get(k, 0.0) + float(v)
-            loss_value = all_reduce_sum(float(loss_sum), self.dist)
+            loss_value = all_reduce_sum(float(loss_sum), self.dist) / self.dist.world_size
             grad_norm = float("nan")
             skipped = not math.isfinite(loss_value)
             if not skipped:
@@ -211,7 +212,8 @@ class Trainer:
                                "peak_mem_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20)
                                if self.device.type == "cuda" else _rss_mb(),
                                "skipped_total": skipped_total}
-                metrics_out.update({k: v / max(n_units, 1.0) for k, v in extra.items()})
+                metrics_out.update({k: all_reduce_sum(extra[k], self.dist) / max(n_units, 1.0)
+                                    for k in sorted(extra)})
                 if skipped:
                     metrics_out["skipped"] = True
                 window_tokens, window_start = 0, time.perf_counter()
