@@ -38,7 +38,7 @@ def test_bad_config_names_the_field(tmp_path, capsys):
 
 def test_all_bad_rows_is_a_clear_error(tmp_path, capsys):
     from smelt.tokenizer import Tokenizer
-    tok = Tokenizer.train(["count to 3 1 2 3"] * 20, vocab_size=280)
+    tok = Tokenizer.train(["count to 3 1 2 3"] * 20, vocab_size=269)
     tok.save(tmp_path / "tok")
     f = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}, "{oops",
                                              {"messages": count_conv(200)}])
