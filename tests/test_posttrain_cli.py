@@ -51,3 +51,16 @@ def test_all_bad_rows_is_a_clear_error(tmp_path, capsys):
     # every skip is reported with its file:line
     assert f"{f}:1" in err and f"{f}:2" in err and f"{f}:3" in err
     assert "no assistant turn" in err and "invalid JSON" in err and "too long" in err
+
+
+def test_shipped_posttrain_recipes_load():
+    from pathlib import Path
+
+    from smelt.posttrain.reward import RewardConfig
+    from smelt.posttrain.rl import RLConfig
+    from smelt.posttrain.sft import SFTConfig
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    for name, cls in [("sft-debug", SFTConfig), ("reward-debug", RewardConfig), ("dpo-debug", DPOConfig),
+                      ("grpo-gsm8k", RLConfig)]:
+        cfg = load_stage_config(cls, root / f"{name}.toml", ["--init-from", "runs/x"])
+        assert cfg.train.init_from == "runs/x" and cfg.data.train

@@ -136,3 +136,11 @@ def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok):
     base2, _ = load_pretrained(tmp_path / "base")
     for (k, a), b in zip(base.state_dict().items(), base2.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_best_fit_packing_fills_rows():
+    ex = [([1] * n, [1] * n) for n in (6, 4, 5, 5, 3, 7)]  # 30 tokens: 3 full rows of 10 exist
+    ids, mask = pack_rows(ex, 10, pad_id=0)
+    assert ids.shape == (3, 10) and int(mask.sum()) == 30
+    ids, _ = pack_rows(ex, 10, pad_id=0, packing=False)  # one example per row, padded
+    assert ids.shape == (6, 10)

@@ -17,6 +17,7 @@ are counted in a `BadRows` report with file:line, never dropped silently.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import random
@@ -297,23 +298,21 @@ def pack_rows(examples: list[tuple[list[int], list[int]]], row_len: int, pad_id:
     SFT packing; the loss never does, because each example starts with a BOS whose mask is 0."""
     rows: list[tuple[list[int], list[int]]] = []
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i][0])) if packing else range(len(examples))
-    free: list[int] = []
+    # (room left, row) kept sorted, so the best fit (the tightest row that still has room) is one bisect away.
+    free: list[tuple[int, int]] = []
     for i in order:
         ids, mask = examples[i]
         assert len(ids) <= row_len, "callers drop over-long examples first"
-        slot = -1
-        if packing:
-            best = row_len + 1
-            for r, room in enumerate(free):
-                if len(ids) <= room < best:
-                    slot, best = r, room
-        if slot < 0:
+        j = bisect.bisect_left(free, (len(ids), -1)) if packing else len(free)
+        if j < len(free):
+            room, slot = free.pop(j)
+        else:
             rows.append(([], []))
-            free.append(row_len)
-            slot = len(rows) - 1
+            room, slot = row_len, len(rows) - 1
         rows[slot][0].extend(ids)
         rows[slot][1].extend(mask)
-        free[slot] -= len(ids)
+        if packing and room - len(ids) > 0:
+            bisect.insort(free, (room - len(ids), slot))
     ids_t = torch.full((len(rows), row_len), pad_id, dtype=torch.long)
     mask_t = torch.zeros((len(rows), row_len), dtype=torch.bool)
     for r, (ids, mask) in enumerate(rows):
