@@ -49,13 +49,20 @@ class BadRows:
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        """Records dropped (reasons ending in "(kept)" were repaired and used, so they do not count)."""
+        return sum(n for reason, n in self.counts.items() if not reason.endswith("(kept)"))
 
     def summary(self) -> str:
         if not self.counts:
             return "no bad records"
-        parts = [f"{n} {reason} (e.g. {', '.join(self.where[reason])})" for reason, n in self.counts.most_common()]
-        return f"skipped {self.total} records: " + "; ".join(parts)
+        out = []
+        for kept in (False, True):
+            parts = [f"{n} {reason} (e.g. {', '.join(self.where[reason])})" for reason, n in self.counts.most_common()
+                     if reason.endswith("(kept)") == kept]
+            if parts:
+                head = "kept after repair" if kept else f"skipped {self.total} records"
+                out.append(f"{head}: " + "; ".join(parts))
+        return "\n".join(out)
 
     def as_dict(self) -> dict[str, Any]:
         return {"counts": dict(self.counts), "examples": self.where}
