@@ -122,3 +122,16 @@ def test_ppo_with_trained_reward_model_raises_reward_via_cli(tmp_path, tok):
     from smelt.train.checkpoint import load_pretrained
     policy, _ = load_pretrained(tmp_path / "ppo")
     assert not hasattr(policy, "heads")
+
+
+def test_rl_turns_dropout_off_so_the_first_ratio_is_one(tmp_path, tok):
+    model = tiny_model(tok, dropout=0.2)
+    cfg = load_stage_config(RLConfig, None, [
+        "--data.train", "next-digit", "--data.batch_size", "3", "--rl.group_size", "4", "--rl.max_new_tokens", "3",
+        "--rl.reward", "next_digit", "--rl.epochs", "2", "--train.eval_every", "0", "--rl.eval_prompts", "0"]
+        + _common(tmp_path, "grpo", 2))
+    cfg.train.log_every = 1
+    run_rl(cfg, model=model, tokenizer=tok)
+    rows = _metrics(tmp_path / "grpo")
+    assert rows[0]["clip_frac"] == 0.0  # first pass over the rollout: the policy still equals the sampler
+    assert model.cfg.dropout == 0.0 and cfg.model.dropout == 0.0

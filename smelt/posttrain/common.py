@@ -200,3 +200,15 @@ def sequence_logps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     m = mask[:, 1:].to(logp.dtype)
     return (logp * m).sum(-1), m.sum(-1)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off for good (as TRL's disable_dropout): DPO and RL compare the training forward with log-probs
+    computed without dropout (the reference, the rollout), so dropout noise would bias the loss and make the PPO
+    ratio differ from 1 before any update. The saved model_config records dropout = 0."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        cfg = getattr(m, "cfg", None)
+        if dataclasses.is_dataclass(cfg) and getattr(cfg, "dropout", 0.0):
+            m.cfg = dataclasses.replace(cfg, dropout=0.0)

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from smelt.config import check, doc
 from smelt.model import ModelConfig
-from smelt.posttrain.common import (StageData, amp_context, load_pair_fields, maybe_lora, save_run_files,
-                                    sequence_logps, setup_model, stage_main, validate_common)
+from smelt.posttrain.common import (StageData, amp_context, disable_dropout, load_pair_fields, maybe_lora,
+                                    save_run_files, sequence_logps, setup_model, stage_main, validate_common)
 from smelt.posttrain.data import BadRows, RowSource, iter_batches
 from smelt.posttrain.lora import LoraConfig
 from smelt.train.config import OptimConfig, TrainConfig
@@ -164,6 +164,8 @@ def run_dpo(cfg: DPOConfig, model: torch.nn.Module | None = None, tokenizer=None
     evaluate = make_pair_evaluator(val, cfg, device) if val is not None else None
     before = evaluate(model) if evaluate else {}
     save_extra, trainable_only = maybe_lora(cfg, model)
+    disable_dropout(model)
+    cfg.model = model.cfg
     source = RowSource(train, cfg.data.batch_size, cfg.train.seed)
     trainer = Trainer(cfg, model, DPOObjective(cfg.dpo), source, evaluate=evaluate, save_extra=save_extra,
                       stage="dpo", tokens_per_batch=lambda b: int(b["chosen_mask"].numel() * 2),

@@ -27,8 +27,8 @@ import torch
 
 from smelt.config import check, doc
 from smelt.model import ModelConfig
-from smelt.posttrain.common import (StageData, amp_context, maybe_lora, save_run_files, setup_model, stage_main,
-                                    validate_common)
+from smelt.posttrain.common import (StageData, amp_context, disable_dropout, maybe_lora, save_run_files,
+                                    setup_model, stage_main, validate_common)
 from smelt.posttrain.data import BadRows, holdout
 from smelt.posttrain.lora import LoraConfig
 from smelt.posttrain.reward import add_head, score
@@ -325,6 +325,8 @@ def run_rl(cfg: RLConfig, model: torch.nn.Module | None = None, tokenizer=None) 
     print(f"{cfg.rl.algo.upper()}: {len(prompts)} training prompts, {len(val)} evaluation prompts; "
           f"eval_reward before training {before}", file=sys.stderr)
     save_extra, trainable_only = maybe_lora(cfg, model, keep_trainable=("heads.",))
+    disable_dropout(model)
+    cfg.model = model.cfg
     source = RolloutSource(model, ref, scorer, tok, prompts, cfg)
     trainer = Trainer(cfg, model, PolicyGradient(cfg.rl), source, evaluate=evaluate, save_extra=save_extra,
                       stage=f"rl-{cfg.rl.algo}", tokens_per_batch=lambda b: int(b["mask"].sum()),
