@@ -64,3 +64,9 @@ def test_shipped_posttrain_recipes_load():
                       ("grpo-gsm8k", RLConfig)]:
         cfg = load_stage_config(cls, root / f"{name}.toml", ["--init-from", "runs/x"])
         assert cfg.train.init_from == "runs/x" and cfg.data.train
+
+
+def test_refuses_multi_process_launch(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(["sft", "--data.train", "x.jsonl"]) == 1
+    assert "one process" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -105,6 +106,11 @@ def load_tokenizer(cfg: Any, from_ckpt=None):
 def setup_model(cfg: Any, tok=None, model: torch.nn.Module | None = None):
     """(model on the run's device, tokenizer). From `train.init_from` when set, else a fresh random init (tests,
     ablations). cfg.model is updated to the loaded model's shape."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # The objectives reach model.heads / model.logits, which a DDP wrapper hides (and whose gradients it
+        # would not sync): refuse rather than train each rank separately into the same folder.
+        raise ValueError("post-training stages run as one process; launch without torchrun (multi-GPU "
+                         "post-training is not supported yet)")
     device = resolve_device(cfg.train.device)
     loaded_tok = None
     if model is None:
