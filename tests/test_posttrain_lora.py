@@ -74,3 +74,24 @@ def test_trainable_only_checkpoint_resumes(tmp_path):
     load_checkpoint_state(ck, model2, None)
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_int8_base_saves_memory_and_merges_exactly():
+    from smelt.posttrain.lora import frozen_bytes
+    plain = build_model(tiny_model_cfg(300), seed=1)
+    x = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        ref = plain.eval()(x)
+    full = frozen_bytes(plain) + sum(p.numel() * 4 for p in plain.parameters())
+    targets = ["q", "k", "v", "o", "gate", "up", "down"]
+    apply_lora(plain, LoraConfig(rank=4, alpha=8.0, targets=targets, quantize_base="int8"))
+    assert frozen_bytes(plain) < 0.5 * full  # the projections dominate; int8 is a quarter of fp32
+    with torch.no_grad():
+        q_logits = plain(x)  # B = 0: only quantisation error
+        torch.testing.assert_close(q_logits, ref, rtol=0.05, atol=0.05)
+        for m in plain.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.05)
+        before = plain(x)
+        merge_lora(plain)
+        torch.testing.assert_close(plain(x), before, rtol=1e-5, atol=1e-5)

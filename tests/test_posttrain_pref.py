@@ -102,3 +102,15 @@ def test_dpo_raises_heldout_margin_and_accuracy(tmp_path, tok, variant):
     assert out["val_rewards_accuracies"] >= 0.9 and out["val_pref_accuracy"] > before["val_pref_accuracy"], out
     rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(rows[-1])
+
+
+def test_dpo_with_quantised_lora_starts_at_zero_margin(tmp_path, tok):
+    train, val = _pref_files(tmp_path)
+    cfg = load_stage_config(DPOConfig, None, _args(tmp_path, train, val, "dpo", 15) +
+                            ["--optim.lr", "1e-2", "--dpo.beta", "0.5", "--lora.rank", "8",
+                             "--lora.quantize_base", "int8", "--lora.targets", "q,k,v,o,gate,up,down"])
+    out = run_dpo(cfg, model=tiny_model(tok), tokenizer=tok)
+    # the reference is the quantised base itself, so the implicit reward starts at exactly 0
+    assert out["before"]["val_rewards_margins"] == pytest.approx(0.0, abs=1e-6)
+    assert out["val_rewards_margins"] > 0.1, out
+    assert (tmp_path / "dpo" / "checkpoints" / "step-15" / "adapter.safetensors").exists()

@@ -97,7 +97,8 @@ def countdown_conv(n: int) -> list[dict]:
             {"role": "assistant", "content": " ".join(str(i) for i in range(n, 0, -1))}]
 
 
-def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok):
+@pytest.mark.parametrize("quant", ["none", "int8"])
+def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok, quant):
     """Full SFT makes a base run; LoRA (CLI, --init-from) adapts it to a new task with the base frozen."""
     train, val = _sft_files(tmp_path)
     base_cfg = _cfg(tmp_path, train, val)
@@ -111,7 +112,7 @@ def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok):
             "--data.seq_len", "64", "--data.batch_size", "4", "--optim.lr", "1e-2", "--optim.warmup_steps", "2",
             "--train.steps", "60", "--train.eval_every", "0", "--train.log_every", "30", "--train.device", "cpu",
             "--train.out_dir", str(tmp_path / "lora"), "--train.progress", "false",
-            "--lora.rank", "8", "--lora.targets", "q,v,up,down"]
+            "--lora.rank", "8", "--lora.targets", "q,v,up,down", "--lora.quantize_base", quant]
     assert cli_main(args) == 0
     rows = [json.loads(x) for x in (tmp_path / "lora" / "metrics.jsonl").read_text().splitlines()]
     from smelt.posttrain.sft import make_lm_evaluator, lm_fields

@@ -17,7 +17,7 @@ import torch
 from smelt.config import ConfigError, check, describe, doc, from_dict, load_toml, parse_overrides
 from smelt.model import build_model, resolve_preset
 from smelt.posttrain.data import BadRows
-from smelt.posttrain.lora import LoraConfig, apply_lora, save_adapter
+from smelt.posttrain.lora import LoraConfig, apply_lora, frozen_bytes, save_adapter
 from smelt.train.loop import resolve_device
 
 T = TypeVar("T")
@@ -150,7 +150,11 @@ def maybe_lora(cfg: Any, model: torch.nn.Module, keep_trainable: tuple[str, ...]
     if lcfg.rank == 0:
         return None, False
     base = base_reference(cfg, model)
+    before = frozen_bytes(model)
     wrapped = apply_lora(model, lcfg)
+    if lcfg.quantize_base != "none":
+        print(f"frozen weights and buffers: {before / 2**20:.2f} MB -> {frozen_bytes(model) / 2**20:.2f} MB with "
+              f"{lcfg.quantize_base} base projections", file=sys.stderr)
     for name, p in model.named_parameters():
         if name.startswith(keep_trainable):
             p.requires_grad_(True)

@@ -158,14 +158,15 @@ def run_dpo(cfg: DPOConfig, model: torch.nn.Module | None = None, tokenizer=None
     bad = BadRows()
     train, val = load_pair_fields(cfg, tok, bad)
     save_run_files(cfg.train.out_dir, tok, bad, {"train_pairs": int(train["chosen"].shape[0])})
-    # The reference is the starting policy: score every pair once, before any weight (or adapter) changes.
+    save_extra, trainable_only = maybe_lora(cfg, model)
+    disable_dropout(model)
+    cfg.model = model.cfg
+    # The reference is the starting policy (with LoRA: the possibly quantised base, adapters still zero): score
+    # every pair once, before any weight changes.
     train = reference_logps(model, train, cfg.data.batch_size, cfg, device)
     val = reference_logps(model, val, cfg.data.batch_size, cfg, device) if val is not None else None
     evaluate = make_pair_evaluator(val, cfg, device) if val is not None else None
     before = evaluate(model) if evaluate else {}
-    save_extra, trainable_only = maybe_lora(cfg, model)
-    disable_dropout(model)
-    cfg.model = model.cfg
     source = RowSource(train, cfg.data.batch_size, cfg.train.seed)
     trainer = Trainer(cfg, model, DPOObjective(cfg.dpo), source, evaluate=evaluate, save_extra=save_extra,
                       stage="dpo", tokens_per_batch=lambda b: int(b["chosen_mask"].numel() * 2),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal
 from pathlib import Path
 
 import torch
@@ -32,6 +33,8 @@ class LoraConfig:
     alpha: float = doc(16.0, "scale numerator: the adapter output is multiplied by alpha / rank")
     dropout: float = doc(0.0, "dropout on the adapter's input during training")
     targets: list[str] = doc(["q", "k", "v", "o"], "projections that get adapters (q, k, v, o, gate, up, down)")
+    quantize_base: Literal["none", "int8"] = doc("none", "store the frozen weights of the adapted projections as "
+                                                 "int8 with a per-row scale (QLoRA-style memory saving)")
 
     def validate(self) -> None:
         check(self.rank >= 0, "lora.rank", f"must be >= 0, got {self.rank}")
@@ -45,29 +48,45 @@ class LoraConfig:
 class LoRALinear(nn.Module):
     """y = x Wᵀ + scale · dropout(x) Aᵀ Bᵀ with W frozen. B starts at zero, so training starts from the base."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, quantize: str = "none"):
         super().__init__()
         assert base.bias is None, "smelt linears have no bias"
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight
-        self.weight.requires_grad_(False)
         dev, dt = base.weight.device, base.weight.dtype
+        self.quantized = quantize == "int8"
+        if self.quantized:
+            # Symmetric per-output-row int8: 1 byte per weight instead of 4 (fp32) or 2 (bf16); dequantised on the
+            # fly in forward, so only one projection's full-precision copy exists at a time.
+            w = base.weight.detach().float()
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+            self.register_buffer("weight_q", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("weight_scale", scale.to(dt))
+            self.weight_dtype = dt
+        else:
+            self.weight = base.weight
+            self.weight.requires_grad_(False)
         self.lora_a = nn.Parameter(torch.empty(rank, self.in_features, device=dev, dtype=dt))
         self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, device=dev, dtype=dt))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear / PEFT initialise A
         self.scale = alpha / rank
         self.drop = nn.Dropout(dropout)
 
+    def base_weight(self) -> torch.Tensor:
+        if self.quantized:
+            return self.weight_q.to(self.weight_dtype) * self.weight_scale[:, None]
+        return self.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight) + F.linear(F.linear(self.drop(x), self.lora_a), self.lora_b) * self.scale
+        w = self.base_weight().to(x.dtype) if self.quantized else self.weight
+        return F.linear(x, w) + F.linear(F.linear(self.drop(x), self.lora_a), self.lora_b) * self.scale
 
     def merged(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, bias=False, device=self.weight.device,
-                        dtype=self.weight.dtype)
+        base = self.base_weight().detach()
+        lin = nn.Linear(self.in_features, self.out_features, bias=False, device=base.device, dtype=base.dtype)
         with torch.no_grad():
             # Sum in fp32 so a bf16 base does not lose the (small) adapter update to rounding twice.
             delta = (self.lora_b.float() @ self.lora_a.float()) * self.scale
-            lin.weight.copy_((self.weight.float() + delta).to(self.weight.dtype))
+            lin.weight.copy_((base.float() + delta).to(base.dtype))
         return lin
 
 
@@ -80,11 +99,17 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> list[str]:
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if child_name in cfg.targets and isinstance(child, nn.Linear):
-                setattr(module, child_name, LoRALinear(child, cfg.rank, cfg.alpha, cfg.dropout))
+                setattr(module, child_name, LoRALinear(child, cfg.rank, cfg.alpha, cfg.dropout, cfg.quantize_base))
                 wrapped.append(f"{name}.{child_name}" if name else child_name)
     if not wrapped:
         raise ValueError(f"lora.targets: none of {cfg.targets} matched a linear layer of the model")
     return wrapped
+
+
+def frozen_bytes(model: nn.Module) -> int:
+    """Bytes held by frozen parameters and buffers (what quantising the base shrinks)."""
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    return frozen + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
 def merge_lora(model: nn.Module) -> int:
