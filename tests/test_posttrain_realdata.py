@@ -38,3 +38,10 @@ def test_recipes_build_valid_configs():
     assert s.train.steps == 30 and s.lora.rank == 8 and s.data.train.count(",") == 2
     d = dpo_recipe("runs/sft", "runs/dpo")
     assert d.data.train == "hh_rlhf_harmless" and d.dpo.beta == 0.1
+
+
+def test_rl_prompts_from_preference_file():
+    from smelt.posttrain.rewards import read_prompts
+    bad = BadRows()
+    prompts = read_prompts(str(data_path("preference/hh-rlhf_harmless-base_test.jsonl.gz")), bad, limit=20)
+    assert len(prompts) == 20 and prompts[0].messages[0]["role"] == "user" and prompts[0].answer == ""

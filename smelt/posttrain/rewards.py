@@ -5,7 +5,8 @@ a float. Built in: `next_digit` (a synthetic task a tiny model can learn), `gsm8
 number). Anything else is a user function named `package.module:function` or `path/to/file.py:function`.
 
 Prompt files: jsonl/json records with {"prompt": str|messages, "answer": str} or GSM8K's {"question", "answer"}
-(the answer's final number after `####` is the target). The name `next-digit` instead of a file generates the
+(the answer's final number after `####` is the target); preference files give their prompts (for PPO with a
+reward model). The name `next-digit` instead of a file generates the
 synthetic task: the user says a digit d (0-8), the right reply is d+1.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from smelt.posttrain.data import BadRecord, BadRows, Messages, iter_records, split_paths
+from smelt.posttrain.data import BadRecord, BadRows, Messages, iter_records, split_paths, to_pair
 
 RewardFn = Callable[[str, str, str], float]
 SYNTHETIC_TASK = "next-digit"
@@ -113,6 +114,8 @@ def read_prompts(paths: str, bad: BadRows, limit: int = 0) -> list[Prompt]:
                     if final is None:
                         raise BadRecord("no final answer")
                     out.append(Prompt([{"role": "user", "content": str(rec["question"])}], final, loc))
+                elif "chosen" in rec or "output_1" in rec:  # a preference record: its prompt, no answer
+                    out.append(Prompt(to_pair(rec, loc).prompt, "", loc))
                 elif "prompt" in rec:
                     p = rec["prompt"]
                     msgs = [{"role": "user", "content": p}] if isinstance(p, str) else p
