@@ -76,12 +76,12 @@ def test_grpo_raises_reward_on_next_digit(tmp_path, tok):
     run_sft(sft, model=model, tokenizer=tok)
     cfg = load_stage_config(RLConfig, None, [
         "--data.train", "next-digit", "--data.batch_size", "9", "--rl.group_size", "16", "--rl.max_new_tokens", "3",
-        "--rl.reward", "next_digit", "--rl.kl_coef", "0.05", "--optim.lr", "3e-4", "--optim.warmup_steps", "5",
+        "--rl.reward", "next_digit", "--rl.kl_coef", "0.05", "--optim.lr", "1e-3", "--optim.warmup_steps", "5",
         "--train.eval_every", "30"] + _common(tmp_path, "grpo", 60))
     out = run_rl(cfg, model=model, tokenizer=tok)
     rewards = [m["reward"] for m in _metrics(tmp_path / "grpo") if "reward" in m]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
-    assert last > first + 0.05, rewards
+    assert last > first + 0.1, rewards
     assert out["eval_reward"] >= out["eval_reward_before"], out
 
 
