@@ -1,0 +1,60 @@
+"""`smelt curate RECIPE --input PATH... --output DIR [--workers N] [--executor local|ray]` and
+`smelt curate report DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smelt.data.base import REGISTRY, config_fields, step_class
+
+
+def _help_steps() -> str:
+    lines = ["step types (fields: default: doc):"]
+    for name in REGISTRY:
+        try:
+            cls = step_class(name)
+        except ImportError as e:  # an optional dependency is missing; still list the step
+            lines.append(f"  {name}: (needs {e.name})")
+            continue
+        lines.append(f"  {name}")
+        for f, default, text in config_fields(cls):
+            lines.append(f"      {f} = {default!r}: {text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "report":
+        ap = argparse.ArgumentParser(prog="smelt curate report", description="funnel table + funnel.png")
+        ap.add_argument("dir", help="an output folder of `smelt curate`")
+        ap.add_argument("--no-png", action="store_true", help="print the table only")
+        a = ap.parse_args(argv[1:])
+        from smelt.data.stats import report
+        print(report(a.dir, png=not a.no_png))
+        return 0
+    ap = argparse.ArgumentParser(
+        prog="smelt curate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a curation recipe (TOML) over input files: WARC/WET/ARC(.gz), HTML, tar of HTML, "
+                    "jsonl(.gz), parquet, txt. Default recipe: the packaged FineWeb-like `fineweb`.",
+        epilog=_help_steps() if any(x in ("-h", "--help") for x in argv) else None)
+    ap.add_argument("recipe", nargs="?", default="fineweb", help="recipe TOML path or packaged name (fineweb)")
+    ap.add_argument("--input", "-i", action="append", required=True, help="input file or folder (repeatable)")
+    ap.add_argument("--output", "-o", required=True, help="output folder")
+    ap.add_argument("--workers", "-w", type=int, default=1, help="parallel worker processes")
+    ap.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray")
+    ap.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    ap.add_argument("--limit", type=int, default=None, help="read at most N documents per input unit")
+    a = ap.parse_args(argv)
+    from smelt.data.pipeline import load_recipe, run_pipeline
+    from smelt.data.stats import render_table
+    recipe = load_recipe(a.recipe)
+    if a.limit is not None:
+        recipe.run.limit = a.limit
+    map_fn = None
+    if a.executor == "ray":
+        from smelt.data.ray_executor import ray_map
+        map_fn = ray_map(a.workers, a.ray_address)
+    stats = run_pipeline(recipe, a.input, a.output, workers=a.workers, map_fn=map_fn)
+    print(render_table(stats))
+    print(f"\nwrote {a.output}/output/, {a.output}/removed/, {a.output}/stats.json", file=sys.stderr)
+    return 0
