@@ -176,7 +176,15 @@ def run_unit(recipe: Recipe, stage: int, unit: InputUnit, out_dir: str) -> dict[
         s = st[step.name]
         s["dropped"] += 1
         s[f"dropped_{reason}"] = s.get(f"dropped_{reason}", 0) + 1
-        if run.write_removed:
+        if reason == "other_language" and getattr(step.cfg, "route_others", False):
+            # other languages are kept, just elsewhere: by_language/<lang>/ in the output format
+            lang = str(d.metadata.get("language", "unknown"))
+            key = f"by_language/{lang}"
+            w = removed.get(key)
+            if w is None:
+                w = removed[key] = DocWriter(out / "by_language" / lang / unit.name, run.output_format)
+            w.write(d)
+        elif run.write_removed:
             w = removed.get(step.name)
             if w is None:
                 w = removed[step.name] = DocWriter(out / "removed" / step.name / unit.name, "jsonl.gz")
