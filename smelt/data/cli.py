@@ -1,5 +1,5 @@
-"""`smelt curate RECIPE --input PATH... --output DIR [--workers N] [--executor local|ray]` and
-`smelt curate report DIR`."""
+"""`smelt curate RECIPE --input PATH... --output DIR [--workers N] [--executor local|ray]`,
+`smelt curate report DIR` and `smelt curate train-quality --pos ... --neg ... --out model.npz`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,39 @@ def _help_steps() -> str:
     return "\n".join(lines)
 
 
+def _train_quality(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="smelt curate train-quality",
+                                 description="train the hashed n-gram quality classifier from good/bad examples")
+    ap.add_argument("--pos", action="append", required=True, help="files of good documents (any readable input)")
+    ap.add_argument("--neg", action="append", required=True, help="files of bad documents")
+    ap.add_argument("--out", required=True, help="output .npz (use it as quality_classifier.model_path)")
+    ap.add_argument("--buckets", type=int, default=1 << 18, help="hash buckets")
+    ap.add_argument("--ngrams", type=int, default=2, help="word n-gram order")
+    ap.add_argument("--epochs", type=int, default=5, help="SGD epochs")
+    a = ap.parse_args(argv)
+    from smelt.data.filters.model_based import HashedLinearClassifier
+    from smelt.data.readers import list_units, read_unit
+
+    def texts(paths: list[str]) -> list[str]:
+        problems: list = []
+        out = [d.text for u in list_units(paths) for d in read_unit(u, problems)]
+        if problems:
+            print(f"{len(problems)} bad input records skipped, first: {problems[0]}", file=sys.stderr)
+        return out
+    pos, neg = texts(a.pos), texts(a.neg)
+    if not pos or not neg:
+        raise ValueError("train-quality needs at least one positive and one negative document")
+    m = HashedLinearClassifier(a.buckets, a.ngrams).fit(pos, neg, epochs=a.epochs)
+    m.save(a.out)
+    acc = (sum(m.predict(t) >= 0.5 for t in pos) + sum(m.predict(t) < 0.5 for t in neg)) / (len(pos) + len(neg))
+    print(f"trained on {len(pos)} positive / {len(neg)} negative documents; training accuracy {acc:.3f}; "
+          f"saved {a.out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "train-quality":
+        return _train_quality(argv[1:])
     if argv and argv[0] == "report":
         ap = argparse.ArgumentParser(prog="smelt curate report", description="funnel table + funnel.png")
         ap.add_argument("dir", help="an output folder of `smelt curate`")
