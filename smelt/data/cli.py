@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     map_fn = None
     if a.executor == "ray":
         from smelt.data.ray_executor import ray_map
-        map_fn = ray_map(a.workers, a.ray_address)
+        map_fn = ray_map(a.workers, a.ray_address, progress=sys.stderr.isatty())
     stats = run_pipeline(recipe, a.input, a.output, workers=a.workers, map_fn=map_fn)
     print(render_table(stats))
     print(f"\nwrote {a.output}/output/, {a.output}/removed/, {a.output}/stats.json", file=sys.stderr)

@@ -25,6 +25,9 @@ class ExtractTimeout(Exception):
     pass
 
 
+_WARNED = False
+
+
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise ExtractTimeout after `seconds` of wall time.
@@ -32,7 +35,15 @@ def time_limit(seconds: float) -> Iterator[None]:
     Why SIGALRM and not a sandbox process (datatrove's way): a timer signal costs microseconds per document,
     while shipping every page to a helper process costs a pickle round trip. Signals only work in the main
     thread, so elsewhere (e.g. a threaded host) the limit is not enforced and the caller is warned once."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if seconds <= 0:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        global _WARNED
+        if not _WARNED:
+            import warnings
+            warnings.warn("extract.timeout_s is not enforced outside the main thread of a process")
+            _WARNED = True
         yield
         return
 
