@@ -118,11 +118,11 @@ def test_pipeline_workers_markers_removed_and_stats(tmp_path):
     for f in range(3):
         _jsonl_gz(inp / f"part{f}.jsonl.gz",
                   [json.dumps({"text": f"doc {f} {i} " + ("word " * i), "id": f"{f}-{i}"}).encode()
-                   for i in range(6)] + [b"{oops"])
+                   for i in range(6)] + [b"{oops", b'{"text": "  ", "id": "blank"}'])
     out = tmp_path / "out"
     stats = run_pipeline(_recipe(tmp_path, SIMPLE), [str(inp)], out, workers=2, progress=False)
-    assert stats["docs_in"] == 18 and stats["problems_total"] == 3
-    assert stats["problems_by_kind"] == {"bad_json": 3}
+    assert stats["docs_in"] == 21 and stats["problems_total"] == 6
+    assert stats["problems_by_kind"] == {"bad_json": 3, "empty_document": 3}
     length = stats["steps"]["length"]
     assert length["total"] == 18 and length["dropped"] == 3 and length["dropped_too_few_words"] == 3
     assert stats["docs_out"] == 15 == stats["output"]["docs"]

@@ -195,6 +195,11 @@ def run_unit(recipe: Recipe, stage: int, unit: InputUnit, out_dir: str) -> dict[
         if run.limit >= 0 and n_read >= run.limit:
             break
         n_read += 1
+        if stage == 0 and not d.text.strip():
+            # an empty record is bad input, not a filter decision: report it with where it came from
+            problems.append({"file": unit.path, "offset": d.metadata.get("offset", d.id), "kind": "empty_document",
+                             "message": f"document {d.id} has no text"})
+            continue
         if prev_glob is not None:
             s = st[prev_glob.name]
             s["total"] += 1
