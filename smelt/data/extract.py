@@ -21,8 +21,9 @@ from smelt.data.base import Step
 from smelt.data.document import Document
 
 
-class ExtractTimeout(Exception):
-    pass
+class ExtractTimeout(BaseException):
+    """BaseException on purpose: trafilatura wraps parts of its work in `except Exception` and would swallow
+    an ordinary exception, fall back to a cruder extraction and make the output depend on machine load."""
 
 
 _WARNED = False
