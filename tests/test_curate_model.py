@@ -108,3 +108,23 @@ def test_default_recipe_is_packaged_and_valid():
     r = load_recipe("fineweb")
     types = [s["type"] for s in r.steps_spec]
     assert types[:3] == ["url", "extract", "language"] and "minhash_dedup" in types
+
+
+def test_load_scorer_goes_through_load_pretrained(monkeypatch):
+    pytest.importorskip("torch")
+    import sys
+    import types
+    from smelt.data.filters.model_based import load_scorer
+    from smelt.model import build_model, preset
+    calls = []
+
+    def load_pretrained(path):  # stands in for smelt.train.checkpoint.load_pretrained
+        calls.append(path)
+        return build_model(preset("debug")), None
+    fake = types.ModuleType("smelt.train.checkpoint")
+    fake.load_pretrained = load_pretrained
+    monkeypatch.setitem(sys.modules, "smelt.train.checkpoint", fake)
+    if "smelt.train" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "smelt.train", types.ModuleType("smelt.train"))
+    score = load_scorer("ckpt/step-10", max_tokens=32)
+    assert calls == ["ckpt/step-10"] and score([ENGLISH])[0] > 0

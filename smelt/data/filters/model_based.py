@@ -92,13 +92,14 @@ class PerplexityFilter(GlobalStep):
     score_fn: ScoreFn | None = None  # tests and callers may set a scorer directly
 
     def setup(self) -> None:
-        if self.score_fn is None:
-            if not self.cfg.model_path:
-                raise ConfigError("model_path: the perplexity step needs a smelt checkpoint to score with")
-            self.score_fn = load_scorer(self.cfg.model_path, self.cfg.max_tokens, self.cfg.device)
+        if self.score_fn is None and not self.cfg.model_path:
+            raise ConfigError("model_path: the perplexity step needs a smelt checkpoint to score with")
 
     def collect(self, d: Document) -> Any:
-        assert self.score_fn is not None
+        if self.score_fn is None:
+            # loaded on first use in the worker: the deciding process never needs the model (and a parent that
+            # imported torch before forking workers is asking for trouble)
+            self.score_fn = load_scorer(self.cfg.model_path, self.cfg.max_tokens, self.cfg.device)
         bpb = float(self.score_fn([d.text])[0])
         d.metadata["bpb"] = round(bpb, 4)
         return bpb
