@@ -25,7 +25,7 @@ from smelt.data.document import Document
 
 Problems = list  # list[dict[str, Any]]: file, offset, kind, message
 
-WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet.gz", ".arc", ".arc.gz", ".warc.gz.bad")
+WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz", ".arc", ".arc.gz", ".warc.gz.bad")
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -63,7 +63,8 @@ def list_units(inputs: list[str], tar_members_per_unit: int = 64) -> list[InputU
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            files.extend(f for f in sorted(p.rglob("*")) if f.is_file() and _has_suffix(f.name, ALL_SUFFIXES))
+            # every visible file: one we cannot read becomes an `unknown_format` problem, not a silent skip
+            files.extend(f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith("."))
         elif p.is_file():
             files.append(p)
         else:
