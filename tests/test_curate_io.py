@@ -161,3 +161,14 @@ def test_tar_is_split_into_units():
     docs = list(read_unit(units[-1], []))
     assert len(docs) == 133 and all(d.metadata["html"] for d in docs)
     assert sum(1 for d in docs if d.url) > 100  # URLs come from the index file beside the tar
+
+
+def test_set_overrides_name_step_and_field():
+    r = load_recipe("fineweb", ["extract.timeout_s=0", "run.output_format=parquet", "language.languages=en,de"])
+    ext = next(s for s in r.build_steps() if s.name == "extract")
+    lang = next(s for s in r.build_steps() if s.name == "language")
+    assert ext.cfg.timeout_s == 0.0 and r.run.output_format == "parquet" and lang.cfg.languages == ["en", "de"]
+    with pytest.raises(ConfigError, match="no step named 'extrct'"):
+        load_recipe("fineweb", ["extrct.timeout_s=0"])
+    with pytest.raises(ConfigError, match=r"step\[1\] \(extract\)\.timeout_s: expected a number"):
+        load_recipe("fineweb", ["extract.timeout_s=soon"])

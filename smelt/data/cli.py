@@ -76,10 +76,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray")
     ap.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     ap.add_argument("--limit", type=int, default=None, help="read at most N documents per input unit")
+    ap.add_argument("--set", action="append", default=[], metavar="STEP.FIELD=VALUE",
+                    help="override a recipe field, e.g. --set extract.timeout_s=0 --set run.output_format=parquet")
     a = ap.parse_args(argv)
     from smelt.data.pipeline import load_recipe, run_pipeline
     from smelt.data.stats import render_table
-    recipe = load_recipe(a.recipe)
+    recipe = load_recipe(a.recipe, a.set)
     if a.limit is not None:
         recipe.run.limit = a.limit
     map_fn = None

@@ -71,9 +71,29 @@ def default_recipe_path() -> Path:
     return Path(str(resources.files("smelt") / "recipes" / "fineweb.toml"))
 
 
-def load_recipe(path_or_data: str | Path | dict[str, Any] | None) -> Recipe:
-    """Load and validate a recipe (a path, a packaged name like `fineweb`, or a dict). Errors name the file and
-    the step/field."""
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`run.field=value` or `<step name>.field=value` (a step's name defaults to its type). Values are strings
+    here and are coerced to the field's type when the step is built, like any `--section.key value`."""
+    data = {"run": dict(data.get("run", {})), "step": [dict(s) for s in data.get("step", [])]}
+    for ov in overrides:
+        if "=" not in ov or "." not in ov.split("=", 1)[0]:
+            raise ConfigError(f"--set {ov!r}: expected <step name>.<field>=<value> or run.<field>=<value>")
+        key, value = ov.split("=", 1)
+        target, fld = key.rsplit(".", 1)
+        if target == "run":
+            data["run"][fld] = value
+            continue
+        hits = [s for s in data["step"] if str(s.get("name", s.get("type"))) == target]
+        if not hits:
+            names = [str(s.get("name", s.get("type"))) for s in data["step"]]
+            raise ConfigError(f"--set {ov!r}: no step named {target!r}; steps are {names}")
+        hits[0][fld] = value
+    return data
+
+
+def load_recipe(path_or_data: str | Path | dict[str, Any] | None, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a recipe (a path, a packaged name like `fineweb`, or a dict), then apply `--set`
+    overrides. Errors name the file and the step/field."""
     if path_or_data is None:
         path_or_data = default_recipe_path()
     if isinstance(path_or_data, (str, Path)) and not Path(path_or_data).exists():
@@ -87,6 +107,8 @@ def load_recipe(path_or_data: str | Path | dict[str, Any] | None) -> Recipe:
         src = str(path_or_data)
         data = load_toml(path_or_data)
     try:
+        if overrides:
+            data = apply_overrides(data, overrides)
         unknown = set(data) - {"run", "step"}
         if unknown:
             raise ConfigError(f"{sorted(unknown)}: unknown top-level keys (a recipe has [run] and [[step]] tables)")
