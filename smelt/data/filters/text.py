@@ -31,7 +31,8 @@ _CLITIC = r"(?:[sSmMdD]|ll|LL|ve|VE|re|RE)\b"
 # What may glue two word pieces into one token, following spaCy's English infix rules: digit separators
 # (1,000 3.14 10:30 1/2), a period unless it sits between a lower- and an upper-case letter, a hyphen from a
 # letter to a digit (Covid-19), an apostrophe that does not start a clitic (o'clock).
-_JOIN = (r"(?:(?<=\d)[,:/](?=\d)|(?<![a-z])\.(?=\w)|\.(?![A-Z])(?=\w)|(?<=[^\W\d_])-(?=\d)"
+_JOIN = (r"(?:(?<=\d),(?=\d)|[:/](?=\d)|::(?=\w)|(?<![a-z])\.(?=\w)|\.(?![A-Z])(?=\w)|(?<=[^\W\d_])-(?=\d)"
+         r"|[*&](?=\w)"  # gender star and ampersand inside words (Sportler*innen, Rat&Tat) are not split
          r"|['\u2019](?!" + _CLITIC + r")(?=\w)"
          # e-mail addresses and hyphenated domain names stay whole (spaCy's URL/e-mail matching); the lookaheads
          # only run at '@' and '-', so they cost little
@@ -39,10 +40,12 @@ _JOIN = (r"(?:(?<=\d)[,:/](?=\d)|(?<![a-z])\.(?=\w)|\.(?![A-Z])(?=\w)|(?<=[^\W\d
 _WORD_RE = re.compile(
     r"""(?:https?://|www\.)[^\s<>"]+?(?=[.,;:!?)\]'"]*(?:\s|$))"""  # URLs, minus trailing punctuation
     r"|\+\d\w*"                                                     # +49 (a + before a digit stays)
+    r"|(?<!\S)(?:-|/+)\w+(?:" + _JOIN + r"\w+)*"                    # leading - or / stays: -804, /www
+    r"|(?:\|[-:]+)+\|?"                                             # markdown table rules: |---|---|
     r"|\w+(?=[nN]['\u2019][tT]\b)|[nN]['\u2019][tT]\b"             # do + n't
     r"|(?<=\w)['\u2019]" + _CLITIC +                               # clitics: 's 'll 've 're 'm 'd
-    r"|\w+(?:" + _JOIN + r"\w+)*(?:\.(?!\.)|-(?=\s))?"              # words; a final period is decided below
-    r"|@\w+|[:;]-?[()](?![\w(])"                                     # @handles, :) ;-) (spaCy keeps them)
+    r"|\w+(?:" + _JOIN + r"\w+)*(?:\.(?!\.)|-(?=\s)|\++(?=\s|$))?"  # words (C++); a final period: see _fix
+    r"|@\w+|[:;]-?[()](?![\w(])|\):(?!\w)"                           # @handles, :) ;-) ): (spaCy keeps them)
     r"|\.{2,}|-{2,}|''|[^\w\s]",                                   # "..." "--" "''" whole, other marks one each
     re.UNICODE,
 )
