@@ -33,7 +33,7 @@ def tiny_tokenizer() -> Tokenizer:
 
 
 def tiny_model_cfg(vocab: int, **kw) -> ModelConfig:
-    base = dict(vocab_size=vocab, n_layers=2, d_model=64, n_heads=2, n_kv_heads=1, max_seq_len=128)
+    base = {"vocab_size": vocab, "n_layers": 2, "d_model": 64, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 128}
     base.update(kw)
     cfg = ModelConfig(**base)
     cfg.validate()

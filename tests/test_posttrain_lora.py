@@ -38,7 +38,7 @@ def test_lora_only_adapters_train_and_merge_matches_logits():
 
 
 def test_lora_merge_cli_writes_plain_checkpoint(tmp_path):
-    model, base, _ = _lora_model(("q", "v"))
+    model, _, _ = _lora_model(("q", "v"))
     plain = build_model(tiny_model_cfg(300), seed=1)
     save_model_files(tmp_path / "base", plain)
     run = tmp_path / "run"

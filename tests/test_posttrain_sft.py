@@ -5,9 +5,9 @@ import torch
 
 from ptutil import count_conv, one_thread, tiny_model, tiny_tokenizer, write_jsonl  # noqa: F401
 from smelt.objectives import IGNORE
+from smelt.posttrain.common import load_stage_config
 from smelt.posttrain.data import BadRows, lm_batch, pack_rows, read_conversations
 from smelt.posttrain.sft import SFTConfig, run_sft
-from smelt.posttrain.common import load_stage_config
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok, quant):
             "--lora.rank", "8", "--lora.targets", "q,v,up,down", "--lora.quantize_base", quant]
     assert cli_main(args) == 0
     rows = [json.loads(x) for x in (tmp_path / "lora" / "metrics.jsonl").read_text().splitlines()]
-    from smelt.posttrain.sft import make_lm_evaluator, lm_fields
+    from smelt.posttrain.sft import lm_fields, make_lm_evaluator
     from smelt.train.checkpoint import load_pretrained
     base, _ = load_pretrained(tmp_path / "base")
     cfg = _cfg(tmp_path, t2, v2)

@@ -23,9 +23,10 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -277,7 +278,7 @@ def holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
         return items, []
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    n_val = max(1, int(round(len(items) * fraction)))
+    n_val = max(1, round(len(items) * fraction))
     val_idx = set(order[:n_val])
     return [x for i, x in enumerate(items) if i not in val_idx], [x for i, x in enumerate(items) if i in val_idx]
 

@@ -16,9 +16,9 @@ import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from smelt.posttrain.data import BadRecord, BadRows, Messages, iter_records, split_paths, to_pair
 
