@@ -44,7 +44,7 @@ def test_packing_never_cuts_and_masks_targets(tok):
     from smelt.posttrain.data import encode_conversations
     ex = encode_conversations(tok, convs, 24, bad)
     lens = [len(i) for i, _ in ex]
-    ids, mask = pack_rows(ex, 24, tok.pad_id)
+    ids, mask, seg = pack_rows(ex, 24, tok.pad_id)
     # every example appears whole in some row (best fit), so total tokens are conserved
     assert int((ids != tok.pad_id).sum()) == sum(lens)
     assert int(mask.sum()) == sum(sum(m) for _, m in ex)
@@ -141,7 +141,24 @@ def test_sft_lora_from_pretrained_run_via_cli(tmp_path, tok, quant):
 
 def test_best_fit_packing_fills_rows():
     ex = [([1] * n, [1] * n) for n in (6, 4, 5, 5, 3, 7)]  # 30 tokens: 3 full rows of 10 exist
-    ids, mask = pack_rows(ex, 10, pad_id=0)
+    ids, mask, seg = pack_rows(ex, 10, pad_id=0)
     assert ids.shape == (3, 10) and int(mask.sum()) == 30
-    ids, _ = pack_rows(ex, 10, pad_id=0, packing=False)  # one example per row, padded
+    assert sorted(seg.max(1).values.tolist()) == [2, 2, 2]  # each row holds two examples, numbered 1 and 2
+    ids, _, _ = pack_rows(ex, 10, pad_id=0, packing=False)  # one example per row, padded
     assert ids.shape == (6, 10)
+
+
+def test_doc_mask_isolates_packed_conversations(tok):
+    """With segments, a packed row's second conversation gets exactly the logits it gets on its own."""
+    model = tiny_model(tok).eval()
+    a, _ = tok.render_chat(count_conv(3))
+    b, _ = tok.render_chat(count_conv(5))
+    row = torch.tensor([a + b])
+    seg = torch.tensor([[1] * len(a) + [2] * len(b)])
+    with torch.no_grad():
+        packed = model(row, segments=seg)
+        alone = model(torch.tensor([b]))
+        leaky = model(row)
+    torch.testing.assert_close(packed[0, len(a):], alone[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed[0, :len(a)], leaky[0, :len(a)], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(leaky[0, len(a):], alone[0], atol=1e-3)  # without the mask, b sees a

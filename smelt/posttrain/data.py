@@ -298,16 +298,17 @@ def encode_conversations(tok, convs: list[tuple[Messages, str]], max_tokens: int
 
 
 def pack_rows(examples: list[tuple[list[int], list[int]]], row_len: int, pad_id: int,
-              packing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              packing: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whole examples into rows of `row_len` tokens (best-fit decreasing; no example is ever cut), padding the rest.
-    Returns (ids, mask) as (rows, row_len) tensors; mask marks tokens that are loss targets.
-
-    Attention still crosses example boundaries inside a row (the model has no document mask), as in nanochat's
-    SFT packing; the loss never does, because each example starts with a BOS whose mask is 0."""
+    Returns (ids, mask, segments) as (rows, row_len) tensors: mask marks tokens that are loss targets, segments
+    numbers the examples of a row 1, 2, ... (0 = padding) so attention can be kept inside each example. The loss
+    never crosses examples anyway: each starts with a BOS whose mask is 0."""
     rows: list[tuple[list[int], list[int]]] = []
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i][0])) if packing else range(len(examples))
     # (room left, row) kept sorted, so the best fit (the tightest row that still has room) is one bisect away.
     free: list[tuple[int, int]] = []
+    rows_seg: list[list[int]] = []
+    seg_of: list[int] = []
     for i in order:
         ids, mask = examples[i]
         assert len(ids) <= row_len, "callers drop over-long examples first"
@@ -316,23 +317,33 @@ def pack_rows(examples: list[tuple[list[int], list[int]]], row_len: int, pad_id:
             room, slot = free.pop(j)
         else:
             rows.append(([], []))
+            rows_seg.append([])
+            seg_of.append(0)
             room, slot = row_len, len(rows) - 1
         rows[slot][0].extend(ids)
         rows[slot][1].extend(mask)
+        seg_of[slot] += 1
+        rows_seg[slot].extend([seg_of[slot]] * len(ids))
         if packing and room - len(ids) > 0:
             bisect.insort(free, (room - len(ids), slot))
     ids_t = torch.full((len(rows), row_len), pad_id, dtype=torch.long)
     mask_t = torch.zeros((len(rows), row_len), dtype=torch.bool)
+    seg_t = torch.zeros((len(rows), row_len), dtype=torch.long)
     for r, (ids, mask) in enumerate(rows):
         ids_t[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask_t[r, :len(mask)] = torch.tensor(mask, dtype=torch.bool)
-    return ids_t, mask_t
+        seg_t[r, :len(ids)] = torch.tensor(rows_seg[r], dtype=torch.long)
+    return ids_t, mask_t, seg_t
 
 
-def lm_batch(ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Rows of T+1 tokens → CausalLM's dict batch; targets outside the mask are IGNORE."""
+def lm_batch(ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Rows of T+1 tokens → CausalLM's dict batch; targets outside the mask are IGNORE. With `segments`, the
+    batch also carries the inputs' document ids so attention can stay inside each packed example."""
     targets = torch.where(mask[:, 1:], ids[:, 1:], torch.full_like(ids[:, 1:], IGNORE))
-    return {"inputs": ids[:, :-1], "targets": targets}
+    batch = {"inputs": ids[:, :-1], "targets": targets}
+    if segments is not None:
+        batch["segments"] = segments[:, :-1]
+    return batch
 
 
 class RowSource:

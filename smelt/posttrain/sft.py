@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from smelt.config import check, doc
 from smelt.model import ModelConfig
-from smelt.objectives import CausalLM
+from smelt.objectives import IGNORE, CausalLM
 from smelt.posttrain.common import (StageData, amp_context, maybe_lora, save_run_files, setup_model, stage_main,
                                     validate_common)
 from smelt.posttrain.data import (BadRows, RowSource, encode_conversations, holdout, iter_batches, lm_batch,
@@ -30,6 +31,8 @@ from smelt.train.loop import Trainer
 @dataclass
 class SFTData(StageData):
     packing: bool = doc(True, "pack several whole conversations into one row (best fit); false = one per row")
+    doc_mask: bool = doc(True, "with packing, attention stays inside each conversation (an explicit mask: the "
+                               "causal flash kernel is not used)")
 
 
 @dataclass
@@ -49,13 +52,31 @@ class SFTConfig:
 
 def lm_fields(tok, convs, cfg: SFTConfig, bad: BadRows) -> dict[str, torch.Tensor]:
     examples = encode_conversations(tok, convs, cfg.data.seq_len + 1, bad)
-    ids, mask = pack_rows(examples, cfg.data.seq_len + 1, tok.pad_id, cfg.data.packing)
-    return {"ids": ids, "mask": mask}
+    ids, mask, seg = pack_rows(examples, cfg.data.seq_len + 1, tok.pad_id, cfg.data.packing)
+    fields = {"ids": ids, "mask": mask}
+    if cfg.data.packing and cfg.data.doc_mask:
+        fields["seg"] = seg
+    return fields
+
+
+def sft_batch(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return lm_batch(fields["ids"], fields["mask"], fields.get("seg"))
+
+
+class PackedLM(CausalLM):
+    """CausalLM whose forward keeps attention inside each packed conversation when the batch has segments."""
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        if "segments" not in batch:
+            return super().loss(model, batch)
+        logits = model(batch["inputs"], segments=batch["segments"])
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch["targets"].reshape(-1),
+                               ignore_index=IGNORE, reduction="sum"), {}
 
 
 def make_lm_evaluator(fields: dict[str, torch.Tensor], cfg: Any, device: torch.device):
     """Mean loss per target token over every held-out row (same rows every time)."""
-    objective = CausalLM()
+    objective = PackedLM()
 
     @torch.no_grad()
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
@@ -63,7 +84,7 @@ def make_lm_evaluator(fields: dict[str, torch.Tensor], cfg: Any, device: torch.d
         model.eval()
         total, count = 0.0, 0
         for chunk in iter_batches(fields, cfg.data.batch_size):
-            batch = {k: v.to(device) for k, v in lm_batch(chunk["ids"], chunk["mask"]).items()}
+            batch = {k: v.to(device) for k, v in sft_batch(chunk).items()}
             with amp_context(cfg, device):
                 loss, _ = objective.loss(model, batch)
             total += float(loss)
@@ -94,8 +115,8 @@ def run_sft(cfg: SFTConfig, model: torch.nn.Module | None = None, tokenizer=None
           file=sys.stderr)
     evaluate = make_lm_evaluator(val, cfg, device) if val is not None else None
     before = evaluate(model)["val_loss"] if evaluate else None
-    source = RowSource(train, cfg.data.batch_size, cfg.train.seed, collate=lambda b: lm_batch(b["ids"], b["mask"]))
-    trainer = Trainer(cfg, model, CausalLM(), source, evaluate=evaluate, save_extra=save_extra, stage="sft",
+    source = RowSource(train, cfg.data.batch_size, cfg.train.seed, collate=sft_batch)
+    trainer = Trainer(cfg, model, PackedLM(), source, evaluate=evaluate, save_extra=save_extra, stage="sft",
                       tokens_per_batch=lambda b: int(b["inputs"].numel()), save_trainable_only=trainable_only)
     result = trainer.fit()
     result["val_loss_before"] = before
