@@ -105,12 +105,25 @@ def test_ddp_two_processes_equal_one(shards, tmp_path):
 def test_demo_end_to_end(tmp_path):
     data_path("pretrain/tinyshakespeare/input.txt")
     out = tmp_path / "demo"
-    smelt("demo", "--out", str(out), "--steps", "6", "--vocab-size", "512", "--max-new-tokens", "8")
+    smelt("demo", "--out", str(out), "--steps", "6", "--vocab-size", "512", "--max-new-tokens", "8",
+          "--sft-steps", "0")
     report = (out / "report.md").read_text()
     assert "final val loss" in report and "![loss curve](loss.png)" in report
     assert (out / "loss.png").stat().st_size > 1000
     demo = json.loads((out / "demo.json").read_text())
     assert len(demo["samples"]) == 3 and all(s.strip() for s in demo["samples"])
     # a second run finds every stage done and resumes nothing but the report
-    r = smelt("demo", "--out", str(out), "--steps", "6", "--vocab-size", "512", "--max-new-tokens", "8")
+    r = smelt("demo", "--out", str(out), "--steps", "6", "--vocab-size", "512", "--max-new-tokens", "8",
+              "--sft-steps", "0")
     assert "exists:" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_with_sft_and_dpo(tmp_path):
+    data_path("sft/fastchat_dummy_conversation.json")
+    out = tmp_path / "demo"
+    smelt("demo", "--out", str(out), "--steps", "10", "--sft-steps", "4", "--dpo-steps", "2", "--max-new-tokens", "4")
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["sft"]["val_loss"] < demo["sft"]["val_loss_before"]
+    assert "val_rewards_margins" in demo["dpo"] and "before" in demo["dpo"]
+    assert "| SFT | held-out assistant-token loss |" in (out / "report.md").read_text()

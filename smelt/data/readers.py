@@ -70,7 +70,8 @@ def list_units(inputs: list[str], tar_members_per_unit: int = 64) -> list[InputU
         else:
             raise FileNotFoundError(f"input {inp} does not exist")
     # `<name>_index.jsonl` beside `<name>.tar.gz` is the tar's URL sidecar (see _tar_url_map), not documents
-    sidecars = {f.with_name(f.name.split(".tar")[0] + "_index.jsonl") for f in files if _has_suffix(f.name, TAR_SUFFIXES)}
+    sidecars = {f.with_name(f.name.split(".tar")[0] + "_index.jsonl") for f in files
+                if _has_suffix(f.name, TAR_SUFFIXES)}
     files = [f for f in files if f not in sidecars or f in [Path(i) for i in inputs]]
     units: list[InputUnit] = []
     for f in sorted(set(files)):

@@ -175,8 +175,8 @@ class Trainer:
             skipped = not math.isfinite(loss_value)
             if not skipped:
                 scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t_clip if (t_clip := cfg.optim.grad_clip)
-                                                                  else float("inf")))
+                max_norm = cfg.optim.grad_clip or float("inf")  # inf: measure the norm, clip nothing
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
                 skipped = not math.isfinite(grad_norm) and scaler.get_scale() == 1.0
             if skipped:
                 skipped_total += 1

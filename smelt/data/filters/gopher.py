@@ -7,7 +7,6 @@ FineWeb) exactly, so decisions can be compared one to one; only the word splitte
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
