@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 SMELT_DATA_DIR ?= $(abspath ../shared/data)
 export SMELT_DATA_DIR
 # Optional extras installed for the test suite (heavy integrations are exercised in CI, not needed by the core).
-EXTRAS ?= test,hf,eval-test
+EXTRAS ?= test,hf,curate,curate-test,eval-test,ray
 # A CPU wheel is pinned on machines without an NVIDIA GPU; with a GPU, pip picks the CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 PYTEST_ARGS ?=

@@ -88,7 +88,12 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool = False) -> Pa
     if allow_download and ds.url:
         cand.parent.mkdir(parents=True, exist_ok=True)
         tmp = cand.with_suffix(cand.suffix + ".part")
-        urllib.request.urlretrieve(ds.url, tmp)
+        try:
+            urllib.request.urlretrieve(ds.url, tmp)
+        except OSError as e:  # offline, DNS failure, HTTP error
+            tmp.unlink(missing_ok=True)
+            raise FileNotFoundError(f"dataset {name!r} not found locally (looked in {tried}) and downloading "
+                                    f"{ds.url} failed: {e}. Set SMELT_DATA_DIR to a data mirror.") from None
         tmp.rename(cand)
         return cand
     how = f"download it from {ds.url}" if ds.url else "place a copy there"

@@ -20,9 +20,10 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Literal
+from typing import IO, Literal
 
 from smelt.datasets import resolve
 

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import sys
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
+
+if TYPE_CHECKING:
+    from smelt.textio import TextOptions
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -31,6 +38,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
                  r"""\s*[\r\n]|\s+(?!\S)|\s+""")
 FORMAT_VERSION = 1
+MAX_HELD_OUT_CHARS = 32 << 20
 HF_FILE = "tokenizer.json"
 META_FILE = "smelt_tokenizer.json"
 
@@ -59,7 +67,7 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-              show_progress: bool = False) -> "Tokenizer":
+              show_progress: bool = False) -> Tokenizer:
         """Train on an iterable of documents. Specials get ids 0..6, the 256 byte symbols come next, then merges."""
         floor = len(SPECIAL_TOKENS) + 256
         if vocab_size < floor:
@@ -76,12 +84,19 @@ class Tokenizer:
             # so unseen bytes (an emoji in a Shakespeare-only tokenizer) still encode.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         hf.train_from_iterator(texts, trainer)
+        if hf.get_vocab_size() < vocab_size:
+            warnings.warn(f"vocab_size: asked for {vocab_size}, but the corpus only supports {hf.get_vocab_size()} "
+                          f"tokens at min_frequency={min_frequency}; the tokenizer is smaller", stacklevel=2)
         return cls(hf)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         folder = Path(path)
+        if folder.is_file() and folder.name == HF_FILE:  # pointed at the file inside the folder: be forgiving
+            folder = folder.parent
         f = folder / HF_FILE
+        if folder.is_file():
+            raise TokenizerError(f"{folder}: is a file; expected a tokenizer folder (with {HF_FILE})")
         if not folder.is_dir():
             raise TokenizerError(f"{folder}: tokenizer folder does not exist")
         if not f.is_file():
@@ -128,6 +143,15 @@ class Tokenizer:
         encs = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
         return [self._wrap(e.ids, bos, eos) for e in encs]
 
+    def encode_docs(self, texts: list[str], dtype: np.dtype | type = np.uint32) -> list[np.ndarray]:
+        """`<|bos|> text <|eos|>` for each text as numpy arrays: the form token shards store documents in."""
+        out = []
+        for enc in self._hf.encode_batch_fast(list(texts), add_special_tokens=False):
+            ids = np.empty(len(enc.ids) + 2, dtype=dtype)
+            ids[0], ids[1:-1], ids[-1] = self.bos_id, enc.ids, self.eos_id
+            out.append(ids)
+        return out
+
     def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
         if bos:
             ids = [0] + ids
@@ -163,6 +187,18 @@ class Tokenizer:
 
     def id_to_token(self, i: int) -> str | None:
         return self._hf.id_to_token(int(i))
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token id stands for (0 for the special tokens), as an int64 array of vocab_size.
+
+        For bits-per-byte that ignores special tokens (nanochat's convention): sum the loss over targets with
+        token_bytes > 0 and divide by the sum of their token_bytes. Each byte-level symbol is exactly one byte.
+        """
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for tok, i in self._hf.get_vocab(with_added_tokens=False).items():
+            if i >= len(SPECIAL_TOKENS):
+                out[i] = len(tok)
+        return out
 
     @property
     def fingerprint(self) -> str:
@@ -225,7 +261,7 @@ the held-out documents. `eval` prints bytes/token (compression) of a saved token
 """
 
 
-def _add_input_args(p: argparse.ArgumentParser) -> None:
+def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", required=True, metavar="X",
                    help="a file, folder or dataset name (repeatable)")
     p.add_argument("--text-field", default="text", help="jsonl key / parquet column holding the text (default text)")
@@ -236,14 +272,27 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--whole-file", action="store_true", help=".txt: each file is one document")
 
 
-def text_options(args: argparse.Namespace):
+def _unescape(s: str) -> str:
+    r"""Shell-friendly escapes in a separator: \n \r \t \0 and \\ (other text, non-ASCII too, is kept as is)."""
+    table = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\"}
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s) and s[i + 1] in table:
+            out.append(table[s[i + 1]])
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def text_options(args: argparse.Namespace) -> TextOptions:
     """Turn the shared input flags into `TextOptions` (also used by `smelt tokenize`)."""
     from smelt.textio import TextOptions
     if args.split_lines:
         return TextOptions("lines", text_field=args.text_field)
     if args.doc_separator is not None:
-        sep = args.doc_separator.encode("utf-8").decode("unicode_escape")
-        return TextOptions("separator", separator=sep, text_field=args.text_field)
+        return TextOptions("separator", separator=_unescape(args.doc_separator), text_field=args.text_field)
     if args.whole_file:
         return TextOptions("file", text_field=args.text_field)
     return TextOptions("paragraphs", text_field=args.text_field)
@@ -255,7 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a byte-level BPE tokenizer", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_input_args(t)
+    add_input_args(t)
     t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size incl. 7 specials and 256 bytes")
     t.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to be merged (default 2)")
     t.add_argument("--out", required=True, help="output folder")
@@ -265,29 +314,37 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="print bytes/token of a tokenizer on some inputs", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--tokenizer", required=True, help="a folder written by `smelt tokenizer train`")
-    _add_input_args(e)
+    add_input_args(e)
     return p
 
 
-def _compression(tok: Tokenizer, texts: list[str]) -> tuple[int, int]:
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = 0
-    for i in range(0, len(texts), 1024):
-        n_tokens += sum(len(ids) for ids in tok.encode_batch(texts[i:i + 1024]))
+def _compression(tok: Tokenizer, texts: Iterable[str], batch: int = 1024) -> tuple[int, int]:
+    """(UTF-8 bytes, tokens) over `texts`, streamed in batches so a large corpus never sits in memory."""
+    n_bytes = n_tokens = 0
+    buf: list[str] = []
+    for t in itertools.chain(texts, [None]):  # None flushes the last batch
+        if t is not None:
+            buf.append(t)
+            n_bytes += len(t.encode("utf-8"))
+        if buf and (t is None or len(buf) >= batch):
+            n_tokens += sum(len(ids) for ids in tok.encode_batch(buf))
+            buf = []
     return n_bytes, n_tokens
 
 
 def main(argv: list[str]) -> int:
     from smelt.textio import ReadReport, is_val, iter_documents
 
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help or a usage error: argparse has printed why
+        return int(e.code or 0)
     report = ReadReport()
     opts = text_options(args)
     if args.cmd == "eval":
         tok = Tokenizer.load(args.tokenizer)
-        texts = list(iter_documents(args.input, opts, report))
+        n_bytes, n_tokens = _compression(tok, iter_documents(args.input, opts, report))
         print(report.summary(), file=sys.stderr)
-        n_bytes, n_tokens = _compression(tok, texts)
         print(f"{n_bytes:,} bytes -> {n_tokens:,} tokens: {n_bytes / max(n_tokens, 1):.3f} bytes/token "
               f"(vocab {tok.vocab_size:,}, fingerprint {tok.fingerprint})")
         return 0
@@ -295,11 +352,20 @@ def main(argv: list[str]) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise TokenizerError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
     held_out: list[str] = []
+    held_chars = 0
+    held_skipped = 0
 
     def train_docs() -> Iterable[str]:
+        nonlocal held_chars, held_skipped
         for text in iter_documents(args.input, opts, report):
             if is_val(text.encode("utf-8"), args.val_fraction, args.seed):
-                held_out.append(text)
+                # Held-out documents are only measured, never trained on; keeping the first ~32M characters
+                # of them is plenty for a bytes/token estimate and bounds memory on a large corpus.
+                if held_chars < MAX_HELD_OUT_CHARS:
+                    held_out.append(text)
+                    held_chars += len(text)
+                else:
+                    held_skipped += 1
             else:
                 yield text
 
@@ -309,6 +375,7 @@ def main(argv: list[str]) -> int:
     print(f"saved {tok} to {args.out}")
     if held_out:
         n_bytes, n_tokens = _compression(tok, held_out)
-        print(f"held-out: {len(held_out):,} documents, {n_bytes:,} bytes -> {n_tokens:,} tokens: "
+        more = f" (+{held_skipped:,} more held out, not measured)" if held_skipped else ""
+        print(f"held-out: {len(held_out):,} documents{more}, {n_bytes:,} bytes -> {n_tokens:,} tokens: "
               f"{n_bytes / max(n_tokens, 1):.3f} bytes/token")
     return 0

@@ -70,3 +70,15 @@ def test_model_validation_names_field():
 def test_preset_keeps_explicit_fields():
     cfg = resolve_preset(ModelConfig(preset="debug", n_layers=2), explicit={"n_layers": 2})
     assert cfg.n_layers == 2 and cfg.d_model == preset("debug").d_model
+
+
+def test_shipped_recipes_load():
+    from pathlib import Path
+
+    from smelt.train.pretrain import load_run_config
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("pretrain-*.toml"))
+    assert len(recipes) >= 2
+    for r in recipes:
+        cfg = load_run_config(r, ["--data.shards", "x"])
+        assert cfg.model.n_layers > 0 and cfg.train.steps > 0

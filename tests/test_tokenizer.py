@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import data_path
+
 from smelt.cli import main as cli_main
 from smelt.textio import is_val
 from smelt.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
@@ -54,6 +54,13 @@ def test_round_trip_tricky_unicode(tok, text):
     assert tok.decode(tok.encode(text, bos=True, eos=True), skip_special=True) == text
 
 
+def test_token_bytes_add_up(tok):
+    tb = tok.token_bytes()
+    assert len(tb) == tok.vocab_size and not tb[:len(SPECIAL_TOKENS)].any() and (tb[len(SPECIAL_TOKENS):] > 0).all()
+    for text in TRICKY:
+        assert sum(tb[i] for i in tok.encode(text, bos=True, eos=True)) == len(text.encode("utf-8"))
+
+
 def test_special_strings_in_text_are_plain_text(tok):
     ids = tok.encode("<|bos|>hello<|eos|><|end|>")
     assert not set(ids) & set(range(len(SPECIAL_TOKENS)))
@@ -67,6 +74,7 @@ def test_encode_batch_matches_encode(tok):
 def test_save_load_identical(tok, tmp_path):
     tok.save(tmp_path / "t")
     tok2 = Tokenizer.load(tmp_path / "t")
+    assert Tokenizer.load(tmp_path / "t" / "tokenizer.json").fingerprint == tok.fingerprint
     assert tok2.fingerprint == tok.fingerprint and len(tok.fingerprint) == 16
     assert tok2.vocab_size == tok.vocab_size
     for text in TRICKY + CORPUS[:5]:
@@ -125,6 +133,14 @@ def test_train_tinyshakespeare_compresses(tmp_path):
     assert tok.decode(tok.encode(val)) == val
 
 
+def test_cli_train_on_dataset_name(tmp_path, capsys):
+    data_path("pretrain/tinyshakespeare/input.txt")
+    assert cli_main(["tokenizer", "train", "--input", "tinyshakespeare", "--vocab-size", "1024",
+                     "--out", str(tmp_path / "tok")]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out")][0]
+    assert float(line.split(": ")[-1].split()[0]) > 2.0  # bytes/token on the held-out paragraphs
+
+
 def test_cli_train_and_eval(tmp_path, capsys):
     src = tmp_path / "c.txt"
     src.write_text("\n\n".join(CORPUS), encoding="utf-8")
@@ -137,3 +153,52 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "bytes/token" in capsys.readouterr().out
     assert cli_main(["tokenizer", "eval", "--tokenizer", str(tmp_path / "nope"), "--input", str(src)]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_text_modes(tmp_path):
+    from smelt.textio import ReadReport, TextOptions, iter_documents
+
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"one\r\ntwo\n\n \nthree\n\n\nfour ===\nfive\n")
+    assert list(iter_documents([f])) == ["one\r\ntwo", "three", "four ===\nfive"]
+    rep = ReadReport()
+    assert list(iter_documents([f], TextOptions("lines"), rep)) == ["one", "two", "three", "four ===", "five"]
+    assert rep.empty == 4 and rep.docs == 5
+    assert list(iter_documents([f], TextOptions("separator", separator="==="))) == ["one\r\ntwo\n\n \nthree\n\n\nfour ",
+                                                                                   "\nfive\n"]
+    assert list(iter_documents([f], TextOptions("file"))) == [f.read_bytes().decode()]
+
+
+def test_jsonl_malformed_records_are_counted(tmp_path):
+    from smelt.textio import ReadReport, iter_documents
+
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "a"}\n[1]\n{"body": "x"}\n\n{"text": 5}\n{"text": ""}\n{"text": "b\u2028c"}\n')
+    rep = ReadReport()
+    assert list(iter_documents([f], report=rep)) == ["a", "b\u2028c"]
+    assert rep.malformed == 3 and rep.empty == 1
+    assert [m.split(": ")[0] for m in rep.examples] == [f"{f}:2", f"{f}:3", f"{f}:5"]
+
+
+def test_parquet_input(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from smelt.textio import ReadReport, iter_documents
+
+    pq.write_table(pa.table({"text": ["x y", None, "z"]}), tmp_path / "d.parquet")
+    rep = ReadReport()
+    assert list(iter_documents([tmp_path], report=rep)) == ["x y", "z"]
+    assert rep.malformed == 1 and "row 2" in rep.examples[0]
+
+
+def test_small_corpus_warns_about_vocab():
+    with pytest.warns(UserWarning, match="vocab_size"):
+        tok = Tokenizer.train(["ab ab ab"], vocab_size=5000)
+    assert tok.vocab_size < 5000
+
+
+def test_doc_separator_escapes():
+    from smelt.tokenizer import _unescape
+
+    assert _unescape(r"\n---\n") == "\n---\n" and _unescape(r"a\\nb") == "a\\nb" and _unescape("§é\\t") == "§é\t"

@@ -78,7 +78,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(cfg.n_heads * hd, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, doc_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         cfg = self.cfg
         q = self.q(x).view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2)
@@ -98,6 +98,8 @@ class Attention(nn.Module):
                 is_causal = False
             elif start > 0:
                 is_causal = False
+        if doc_mask is not None:  # packed documents: causal within each, nothing across (see Transformer.forward)
+            mask, is_causal = doc_mask, False
         p = cfg.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
                                            enable_gqa=cfg.kv_heads != cfg.n_heads)
@@ -128,8 +130,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache))
+    def forward(self, x, cos, sin, cache: KVCache | None = None, doc_mask: torch.Tensor | None = None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, doc_mask))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -174,16 +176,27 @@ class Transformer(nn.Module):
             n -= self.embed.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_hidden: bool = False) -> torch.Tensor:
-        """idx: (B, T) token ids → logits (B, T, vocab_size) (or final hidden states (B, T, d_model))."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_hidden: bool = False,
+                segments: torch.Tensor | None = None) -> torch.Tensor:
+        """idx: (B, T) token ids → logits (B, T, vocab_size) (or final hidden states (B, T, d_model)).
+
+        `segments` (B, T) marks which packed document each position belongs to: attention then stays inside a
+        document (an explicit mask, so SDPA uses a masked kernel instead of the causal flash path)."""
         B, T = idx.shape
+        doc_mask = None
+        if segments is not None:
+            if cache is not None:
+                raise ValueError("segments (packed documents) cannot be combined with a KV cache")
+            same = segments[:, :, None] == segments[:, None, :]
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            doc_mask = (same & causal)[:, None]  # (B, 1, T, T), broadcast over heads
         start = cache.pos if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.embed(idx)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache)
+            x = layer(x, cos, sin, cache, doc_mask)
         if cache is not None:
             cache.pos += T
         x = self.norm(x)

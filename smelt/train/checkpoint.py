@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from smelt.model import ModelConfig, Transformer, build_model
 
+HEADS_PREFIX = "heads."  # state-dict prefix of stage-specific heads attached to a Transformer
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -37,9 +38,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_model_files(folder: Path, model: Transformer) -> None:
+def save_model_files(folder: Path, model: Transformer, trainable_only: bool = False) -> None:
+    """model.safetensors + model_config.json. `trainable_only` keeps just the parameters with requires_grad
+    (e.g. LoRA adapters and heads): frozen weights are recoverable from where the run started, so repeating
+    them in every checkpoint only costs disk."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if trainable_only:
+        keep = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {k: v for k, v in state.items() if k in keep}
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     save_file(state, str(folder / "model.safetensors"))
     (folder / "model_config.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
 
@@ -61,7 +69,7 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any], keep_last: int = 0,
-                    write_extra: Callable[[Path], None] | None = None) -> Path:
+                    write_extra: Callable[[Path], None] | None = None, trainable_only: bool = False) -> Path:
     """Write checkpoints/step-N atomically, point `latest` at it, prune to the newest `keep_last`."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,9 @@ def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: tor
         shutil.rmtree(stale, ignore_errors=True)
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
-    save_model_files(tmp, model)
+    save_model_files(tmp, model, trainable_only=trainable_only)
+    if trainable_only:
+        state = {**state, "trainable_only": True}
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
@@ -110,13 +120,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_checkpoint_state(ckpt: Path, model: Transformer, optimizer: torch.optim.Optimizer | None) -> dict:
     """Restore weights, optimizer and RNG from `ckpt` in place; return state.json."""
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device)),
-                          strict=True)
+    state = json.loads((ckpt / "state.json").read_text())
+    weights = load_file(str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
+    if state.get("trainable_only"):
+        # Only trainable tensors were saved; the frozen rest must already be in place (same init_from).
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        if unexpected or set(missing) & trainable:
+            raise ValueError(f"{ckpt}: checkpoint does not match the model (missing trainable "
+                             f"{sorted(set(missing) & trainable)[:5]}, unexpected {unexpected[:5]})")
+    else:
+        model.load_state_dict(weights, strict=True)
     if optimizer is not None and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
     if (ckpt / "rng.pt").exists():
         set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
-    return json.loads((ckpt / "state.json").read_text())
+    return state
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -146,6 +165,10 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu"):
         from smelt.interop.hf import import_hf  # lazy: interop is only needed for HF folders
         return import_hf(p, device=device)
     ckpt = resolve_checkpoint(p)
+    if (ckpt / "adapter_config.json").exists():
+        # A LoRA run saves adapters only: rebuild its base model and fold the adapters in.
+        from smelt.posttrain.lora import load_lora_checkpoint  # lazy: only LoRA runs need it
+        return load_lora_checkpoint(ckpt, device=device)
     cfg_file = ckpt / "model_config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{ckpt}: missing model_config.json (not a smelt checkpoint?)")
@@ -154,8 +177,11 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu"):
         model = Transformer(cfg)
     model.to_empty(device=device)
     model.init_weights()  # fills buffers (RoPE tables); weights are overwritten next
-    missing, unexpected = model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)),
-                                                strict=False)
+    weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+    # Stage heads (a reward model's score, PPO's value head) live under `heads.`; they are not part of the
+    # language model, so a reward or RL checkpoint still loads as a plain Transformer.
+    weights = {k: v for k, v in weights.items() if not k.startswith(HEADS_PREFIX)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise ValueError(f"{ckpt / 'model.safetensors'}: weights do not match model_config.json "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

@@ -49,7 +49,7 @@ class TrainConfig:
     activation_checkpointing: bool = doc(False, "recompute block activations in backward to save memory")
     log_every: int = doc(10, "log a metrics line every N steps")
     eval_every: int = doc(100, "validation loss / bits-per-byte every N steps (0 = only at the end)")
-    eval_batches: int = doc(8, "validation micro-batches per evaluation")
+    eval_batches: int = doc(8, "validation batches per evaluation (0 = one full pass over the val split)")
     ckpt_every: int = doc(100, "checkpoint every N steps (0 = only at the end)")
     keep_last: int = doc(3, "keep the newest K checkpoints (0 = keep all)")
     resume: Literal["auto", "never", "always"] = doc("auto", "auto: continue from the latest complete checkpoint "

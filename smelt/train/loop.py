@@ -72,9 +72,12 @@ class Trainer:
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, objective: Objective, data: BatchSource,
                  evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
                  save_extra: Callable[[Path], None] | None = None, dist_info: DistInfo | None = None,
-                 tokens_per_batch: Callable[[Any], int] | None = None, stage: str = "pretrain"):
+                 tokens_per_batch: Callable[[Any], int] | None = None, stage: str = "pretrain",
+                 save_trainable_only: bool = False):
         self.cfg, self.objective, self.data, self.evaluate = cfg, objective, data, evaluate
         self.save_extra, self.stage = save_extra, stage
+        # Frozen weights (LoRA's base) are not repeated in every checkpoint; resume rebuilds them from init_from.
+        self.save_trainable_only = save_trainable_only
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(cfg.train.device) if self.dist.world_size == 1 else self.dist.device
         self.run_dir = Path(cfg.train.out_dir)
@@ -90,8 +93,10 @@ class Trainer:
         info = {
             "stage": self.stage, "seed": self.cfg.train.seed, "world_size": self.dist.world_size,
             "device": str(self.device), "torch": torch.__version__, "python": platform.python_version(),
+            # Post-training stages read files rather than shards, so these data fields are optional.
             "data_order": {"loader": type(self.data).__name__, "seed": self.cfg.train.seed,
-                           "shards": self.cfg.data.shards, "packing": self.cfg.data.packing},
+                           "shards": getattr(self.cfg.data, "shards", None),
+                           "packing": getattr(self.cfg.data, "packing", None)},
             "resumed_from": resumed_from, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
@@ -157,20 +162,21 @@ class Trainer:
                 with sync, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                           enabled=self.amp_dtype is not None):
                     part, metrics = self.objective.loss(fwd_model, batch)
-                    # Normalise by the target units of the whole step, not per micro-batch, so accumulation
-                    # gives exactly the gradient of one large batch.
-                    loss = part / max(n_units, 1.0)
+                    # Normalise by the target units of the whole step (all micro-batches, all ranks), not per
+                    # micro-batch, so accumulation gives exactly the gradient of one large batch. DDP averages
+                    # gradients over ranks, hence the world_size factor.
+                    loss = part * (self.dist.world_size / max(n_units, 1.0))
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
                 for k, v in metrics.items():
                     extra[k] = extra.get(k, 0.0) + float(v)
-            loss_value = all_reduce_sum(float(loss_sum), self.dist)
+            loss_value = all_reduce_sum(float(loss_sum), self.dist) / self.dist.world_size
             grad_norm = float("nan")
             skipped = not math.isfinite(loss_value)
             if not skipped:
                 scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t_clip if (t_clip := cfg.optim.grad_clip)
-                                                                  else float("inf")))
+                max_norm = cfg.optim.grad_clip or float("inf")  # inf: measure the norm, clip nothing
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
                 skipped = not math.isfinite(grad_norm) and scaler.get_scale() == 1.0
             if skipped:
                 skipped_total += 1
@@ -206,7 +212,8 @@ class Trainer:
                                "peak_mem_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20)
                                if self.device.type == "cuda" else _rss_mb(),
                                "skipped_total": skipped_total}
-                metrics_out.update({k: v / max(n_units, 1.0) for k, v in extra.items()})
+                metrics_out.update({k: all_reduce_sum(extra[k], self.dist) / max(n_units, 1.0)
+                                    for k in sorted(extra)})
                 if skipped:
                     metrics_out["skipped"] = True
                 window_tokens, window_start = 0, time.perf_counter()
@@ -244,7 +251,8 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.run_dir, step, self.model, optimizer,
                             {"loader": loader_state, "counters": counters, "stage": self.stage},
-                            keep_last=self.cfg.train.keep_last, write_extra=self.save_extra)
+                            keep_last=self.cfg.train.keep_last, write_extra=self.save_extra,
+                            trainable_only=self.save_trainable_only)
         if self.dist.world_size > 1:
             dist.barrier()
 

@@ -46,6 +46,10 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6 * n_matmul + 12 * cfg.n_layers * d * seq_len
 
 
+_STANDARD = {"step", "loss", "val_loss", "val_bpb", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_mb",
+             "skipped_total", "skipped"}
+
+
 def format_line(m: dict[str, Any]) -> str:
     parts = [f"step {m['step']}"]
     for key, fmt in [("loss", "{:.4f}"), ("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("lr", "{:.2e}"),
@@ -54,6 +58,10 @@ def format_line(m: dict[str, Any]) -> str:
         if key in m:
             v = m[key]
             parts.append(f"{key} " + (fmt.format(v) if isinstance(v, (int, float)) and math.isfinite(v) else str(v)))
+    # Stage-specific numbers (DPO rewards, RL mean reward, ...) follow the standard ones.
+    for key, v in m.items():
+        if key not in _STANDARD and isinstance(v, (int, float)) and not isinstance(v, bool):
+            parts.append(f"{key} {v:.4g}")
     if m.get("skipped"):
         parts.append("SKIPPED (non-finite loss)")
     return " | ".join(parts)

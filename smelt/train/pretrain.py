@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from smelt.config import ConfigError, describe, from_dict, load_toml, parse_overrides
-from smelt.distributed import DistInfo, init_distributed
+from smelt.distributed import DistInfo, all_reduce_sum, init_distributed
 from smelt.model import build_model, resolve_preset
-from smelt.objectives import CausalLM, split_batch
+from smelt.objectives import CausalLM, split_batch, token_nll
 from smelt.train.config import RunConfig
 from smelt.train.loop import Trainer, resolve_device
 
@@ -77,37 +77,51 @@ def tokenizer_dir_for(cfg: RunConfig) -> Path | None:
     return None
 
 
-def make_val_evaluator(cfg: RunConfig, device: torch.device, dist_info: DistInfo):
-    """Validation loss and bits per byte on the same `eval_batches` windows every time (a fresh loader)."""
+def make_val_evaluator(cfg: RunConfig, device: torch.device, dist_info: DistInfo, tok_dir: Path | None):
+    """Validation loss and bits per byte on the same windows every time: the first `train.eval_batches`
+    batches of the val split, or one full pass over it when eval_batches = 0."""
     from smelt.shards import TokenLoader
-
-    def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        loader = TokenLoader(cfg.data.shards, split="val", batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
-                             seed=0, rank=dist_info.rank, world_size=dist_info.world_size)
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        objective = CausalLM()
-        with torch.no_grad():
-            for _ in range(max(1, cfg.train.eval_batches)):
-                batch = loader.next_batch().to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-                                    and cfg.train.precision in ("auto", "bf16")):
-                    loss, _ = objective.loss(model, batch)
-                total += float(loss)
-                count += objective.count(batch)
-        model.train(was_training)
-        val_loss = total / max(count, 1)
-        out = {"val_loss": val_loss}
-        if getattr(loader, "bytes", 0) and getattr(loader, "tokens", 0):
-            # bits per byte = nats / (ln 2 · bytes): vocabulary-independent, comparable across tokenizers.
-            out["val_bpb"] = val_loss / math.log(2) * loader.tokens / loader.bytes
-        return out
 
     try:
         shard_meta(cfg.data.shards)["splits"]["val"]
     except (KeyError, TypeError):
         return None
+    token_bytes = None
+    if tok_dir is not None and (tok_dir / "tokenizer.json").exists():
+        from smelt.tokenizer import Tokenizer
+        token_bytes = torch.as_tensor(Tokenizer.load(tok_dir).token_bytes(), device=device)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        loader = TokenLoader(cfg.data.shards, split="val", batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                             seed=0, rank=dist_info.rank, world_size=dist_info.world_size)
+        batches = loader.epoch_batches() if cfg.train.eval_batches == 0 else \
+            (loader.next_batch() for _ in range(cfg.train.eval_batches))
+        was_training = model.training
+        model.eval()
+        nats = count = nats_text = n_bytes = 0.0
+        amp = device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
+        with torch.no_grad():
+            for batch in batches:
+                inputs, targets = split_batch(batch.to(device))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    nll = token_nll(model, inputs, targets, reduction="none")
+                nats += float(nll.sum())
+                count += targets.numel()
+                if token_bytes is not None:
+                    # nanochat's convention: special-token targets (0 bytes) carry no text, so they are left out
+                    # of both the nats and the bytes.
+                    tb = token_bytes[targets.reshape(-1)]
+                    nats_text += float((nll * (tb > 0)).sum())
+                    n_bytes += float(tb.sum())
+        model.train(was_training)
+        nats, count = all_reduce_sum(nats, dist_info), all_reduce_sum(count, dist_info)
+        nats_text, n_bytes = all_reduce_sum(nats_text, dist_info), all_reduce_sum(n_bytes, dist_info)
+        out = {"val_loss": nats / max(count, 1.0)}
+        if n_bytes > 0:
+            # bits per byte = nats / (ln 2 · bytes): vocabulary-independent, comparable across tokenizers.
+            out["val_bpb"] = nats_text / (math.log(2) * n_bytes)
+        return out
+
     return evaluate
 
 
@@ -125,7 +139,7 @@ def run_pretrain(cfg: RunConfig, model: torch.nn.Module | None = None) -> dict[s
         data = TokenLoader(cfg.data.shards, split="train", batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                            seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size,
                            packing=cfg.data.packing)
-        evaluate = make_val_evaluator(cfg, device, dist_info)
+        evaluate = make_val_evaluator(cfg, device, dist_info, tok_dir)
     if model is None:
         if cfg.train.init_from:
             from smelt.train.checkpoint import load_pretrained
