@@ -10,6 +10,7 @@ EXTRAS ?= test,hf,curate,curate-test,eval-test,ray
 # A CPU wheel is pinned on machines without an NVIDIA GPU; with a GPU, pip picks the CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: install demo test test-slow bench clean
 
@@ -22,8 +23,10 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 install: $(VENV)/.installed-$(EXTRAS)
 
-demo: install
-	$(VENV)/bin/smelt demo
+# The demo needs only the core package, not the test-only integrations.
+demo:
+	$(MAKE) install EXTRAS=
+	$(VENV)/bin/smelt demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
