@@ -18,7 +18,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[$(EXTRAS)]" "$(TORCH_SPEC)"
+	$(PIP) install -q -e "$(if $(EXTRAS),.[$(EXTRAS)],.)" "$(TORCH_SPEC)"
 	touch $@
 
 install: $(VENV)/.installed-$(EXTRAS)
