@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import torch
 
-from smelt.config import ConfigError, check, describe, doc, from_dict, load_toml, parse_overrides
-from smelt.model import build_model, resolve_preset
+from smelt.config import ConfigError, check, describe, doc
+from smelt.model import build_model
 from smelt.posttrain.data import BadRows
 from smelt.posttrain.lora import LoraConfig, apply_lora, frozen_bytes, save_adapter
+from smelt.train.config import load_config_with_model
 from smelt.train.loop import resolve_device
 
 T = TypeVar("T")
@@ -54,21 +55,8 @@ def validate_common(cfg: Any) -> None:
 
 def load_stage_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                       base: T | None = None, validate: bool = True) -> T:
-    """Defaults ← TOML ← overrides; the model preset fills fields not set explicitly (like `load_run_config`)."""
-    raw: dict[str, Any] = {}
-    cfg = base if base is not None else cls()
-    try:
-        if path is not None:
-            raw = load_toml(path)
-            cfg = from_dict(cls, raw, base=cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    ov = parse_overrides(normalise_aliases(overrides or []))
-    cfg = from_dict(cls, ov, base=cfg)
-    cfg.model = resolve_preset(cfg.model, {**raw.get("model", {}), **ov.get("model", {})})
-    if validate:
-        cfg.validate()
-    return cfg
+    """Like `load_run_config`, with the `--init-from` shorthand understood."""
+    return load_config_with_model(cls, path, normalise_aliases(overrides or []), base, validate)
 
 
 def normalise_aliases(argv: list[str]) -> list[str]:

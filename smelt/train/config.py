@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from smelt.config import check, doc
-from smelt.model.config import ModelConfig
+from smelt.config import ConfigError, check, doc, from_dict, load_toml, parse_overrides
+from smelt.model.config import ModelConfig, resolve_preset
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,3 +92,24 @@ class RunConfig:
         check(t.max_bad_steps > 0, "train.max_bad_steps", "must be > 0")
         check(bool(d.shards) or d.synthetic, "data.shards", "set a shard folder (from `smelt tokenize`) "
                                                             "or data.synthetic = true")
+
+
+def load_config_with_model(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                           base: T | None = None, validate: bool = True) -> T:
+    """For any config with a [model] section: defaults ← TOML ← `--section.key value` overrides; then the model
+    preset fills the fields the user did not set explicitly; then validation (errors name the field, and the file
+    when it came from one)."""
+    raw: dict[str, Any] = {}
+    cfg = base if base is not None else cls()
+    try:
+        if path is not None:
+            raw = load_toml(path)
+            cfg = from_dict(cls, raw, base=cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    ov = parse_overrides(overrides or [])
+    cfg = from_dict(cls, ov, base=cfg)
+    cfg.model = resolve_preset(cfg.model, {**raw.get("model", {}), **ov.get("model", {})})
+    if validate:
+        cfg.validate()
+    return cfg

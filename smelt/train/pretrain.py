@@ -11,33 +11,18 @@ from typing import Any
 
 import torch
 
-from smelt.config import ConfigError, describe, from_dict, load_toml, parse_overrides
+from smelt.config import describe, load_toml, parse_overrides
 from smelt.distributed import DistInfo, all_reduce_sum, init_distributed
-from smelt.model import build_model, resolve_preset
+from smelt.model import build_model
 from smelt.objectives import CausalLM, split_batch, token_nll
-from smelt.train.config import RunConfig
+from smelt.train.config import RunConfig, load_config_with_model
 from smelt.train.loop import Trainer, resolve_device
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
                     base: RunConfig | None = None, validate: bool = True) -> RunConfig:
-    """Defaults ← TOML ← `--section.key value` overrides; then the model preset fills the fields the user did
-    not set explicitly; then validation (errors name the field, and the file when it came from one)."""
-    raw: dict[str, Any] = {}
-    cfg = base or RunConfig()
-    try:
-        if path is not None:
-            raw = load_toml(path)
-            cfg = from_dict(RunConfig, raw, base=cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    ov = parse_overrides(overrides or [])
-    cfg = from_dict(RunConfig, ov, base=cfg)
-    explicit = {**raw.get("model", {}), **ov.get("model", {})}
-    cfg.model = resolve_preset(cfg.model, explicit)
-    if validate:
-        cfg.validate()
-    return cfg
+    """The pre-training config from defaults ← TOML ← overrides, preset resolved and validated."""
+    return load_config_with_model(RunConfig, path, overrides, base, validate)
 
 
 class SyntheticTokens:
