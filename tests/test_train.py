@@ -228,3 +228,13 @@ def test_early_stopping_and_keep_last(tmp_path):
     assert out["step"] == 6 and out["stop_reason"].startswith("early stop")
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-4", "step-6"]
     assert out["best_val_loss"] == 1.0
+
+
+def test_fp16_autocast_with_grad_scaler_tracks_fp32(tmp_path):
+    outs = {}
+    for prec in ("fp32", "fp16"):
+        cfg = tiny_cfg(tmp_path / prec, "--train.steps", "4", "--train.log_every", "1", "--train.ckpt_every", "0",
+                       "--train.precision", prec)
+        outs[prec] = Trainer(cfg, build_model(cfg.model), CausalLM(), SyntheticTokens(512, 4, 32)).fit()
+    assert outs["fp16"]["skipped_total"] == 0
+    assert outs["fp16"]["loss"] == pytest.approx(outs["fp32"]["loss"], abs=2e-2)
