@@ -173,10 +173,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu"):
     if not cfg_file.exists():
         raise FileNotFoundError(f"{ckpt}: missing model_config.json (not a smelt checkpoint?)")
     cfg = ModelConfig(**json.loads(cfg_file.read_text()))
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.to_empty(device=device)
-    model.init_weights()  # fills buffers (RoPE tables); weights are overwritten next
+    model = build_model(cfg, device=device, seed=None)  # fills buffers (RoPE tables); weights are overwritten next
     weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
     # Stage heads (a reward model's score, PPO's value head) live under `heads.`; they are not part of the
     # language model, so a reward or RL checkpoint still loads as a plain Transformer.
